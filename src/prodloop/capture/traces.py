@@ -1,0 +1,234 @@
+"""Writing spans into the store and keeping each trace's summary row current.
+
+Spans of one trace may arrive in several requests, in any order, and a retried export may send the
+same span twice. :func:`write_spans` inserts the spans that are new (a repeated span id is ignored)
+and merges their summary into the trace row with one upsert whose rules do not depend on the order
+of arrival: the earliest start, the latest end, counts and token sums of the new spans only, and the
+input and output text of the root span, else of the earliest LLM span, else of the earliest span that
+has any.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from rapidfuzz.distance import Levenshtein
+from sqlalchemy.dialects import postgresql, sqlite
+
+from prodloop.capture.genai import is_llm_span
+from prodloop.store import write_transaction
+from prodloop.store.schema import signals, spans, traces
+
+#: io_rank of a trace whose spans carry no text yet.
+_NO_TEXT = 3
+
+
+def _insert(engine: sa.Engine | sa.Connection, table: sa.Table) -> Any:
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _trace_summaries(project_id: int, records: Sequence[dict[str, Any]], now_ns: int) -> list[dict[str, Any]]:
+    """One summary row per trace over the given (new) spans, merged later with what is stored."""
+    summaries: dict[str, dict[str, Any]] = {}
+    for r in records:
+        tid = r["trace_id"]
+        s = summaries.get(tid)
+        if s is None:
+            s = summaries[tid] = {
+                "project_id": project_id,
+                "trace_id": tid,
+                "feature": None,
+                "release": None,
+                "join_key": None,
+                "name": None,
+                "root_span_id": None,
+                "start_ns": r["start_ns"],
+                "end_ns": r["end_ns"],
+                "span_count": 0,
+                "error_count": 0,
+                "model": None,
+                "provider": None,
+                "input_tokens": None,
+                "output_tokens": None,
+                "conversation_id": None,
+                "input_text": None,
+                "output_text": None,
+                "io_rank": _NO_TEXT,
+                "io_start_ns": None,
+                "ingested_ns": now_ns,
+                "_first_start": None,
+            }
+        is_root = r["parent_span_id"] is None
+        llm = is_llm_span(r)
+        s["span_count"] += 1
+        s["error_count"] += r["status_code"] == "error"
+        s["start_ns"] = min(s["start_ns"], r["start_ns"])
+        s["end_ns"] = max(s["end_ns"], r["end_ns"])
+        if is_root:
+            s["root_span_id"] = r["span_id"]
+            s["name"] = r["name"]
+            s["feature"] = r["service_name"] or s["feature"]
+        else:
+            if s["_first_start"] is None or r["start_ns"] < s["_first_start"]:
+                s["_first_start"] = r["start_ns"]
+                if s["root_span_id"] is None:
+                    s["name"] = r["name"]
+            s["feature"] = s["feature"] or r["service_name"]
+        s["release"] = s["release"] or r["release"]
+        s["join_key"] = s["join_key"] or r["join_key"]
+        s["conversation_id"] = s["conversation_id"] or r.get("conversation_id")
+        if llm:
+            s["model"] = s["model"] or r.get("response_model") or r.get("request_model")
+            s["provider"] = s["provider"] or r.get("provider")
+            for key in ("input_tokens", "output_tokens"):
+                if r.get(key) is not None:
+                    s[key] = (s[key] or 0) + r[key]
+        if r.get("input_text") is not None or r.get("output_text") is not None:
+            rank = 0 if is_root else 1 if llm else 2
+            if rank < s["io_rank"] or (rank == s["io_rank"] and r["start_ns"] < s["io_start_ns"]):
+                s["io_rank"] = rank
+                s["io_start_ns"] = r["start_ns"]
+                s["input_text"] = r.get("input_text")
+                s["output_text"] = r.get("output_text")
+    for s in summaries.values():
+        del s["_first_start"]
+    return list(summaries.values())
+
+
+def _sum(stored: Any, new: Any) -> Any:
+    return sa.case((stored.is_(None), new), (new.is_(None), stored), else_=stored + new)
+
+
+def _upsert_traces(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    stmt = _insert(connection, traces)
+    t, ex = traces.c, stmt.excluded
+    takes_io = sa.or_(ex.io_rank < t.io_rank, sa.and_(ex.io_rank == t.io_rank, ex.io_start_ns < t.io_start_ns))
+    root_arrives = sa.and_(ex.root_span_id.is_not(None), t.root_span_id.is_(None))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.project_id, t.trace_id],
+        set_={
+            "start_ns": sa.case((ex.start_ns < t.start_ns, ex.start_ns), else_=t.start_ns),
+            "end_ns": sa.case((ex.end_ns > t.end_ns, ex.end_ns), else_=t.end_ns),
+            "span_count": t.span_count + ex.span_count,
+            "error_count": t.error_count + ex.error_count,
+            "input_tokens": _sum(t.input_tokens, ex.input_tokens),
+            "output_tokens": _sum(t.output_tokens, ex.output_tokens),
+            "root_span_id": sa.func.coalesce(t.root_span_id, ex.root_span_id),
+            "name": sa.case((root_arrives, ex.name), else_=sa.func.coalesce(t.name, ex.name)),
+            "feature": sa.case((root_arrives, sa.func.coalesce(ex.feature, t.feature)), else_=sa.func.coalesce(t.feature, ex.feature)),
+            "release": sa.func.coalesce(t.release, ex.release),
+            "join_key": sa.func.coalesce(t.join_key, ex.join_key),
+            "model": sa.func.coalesce(t.model, ex.model),
+            "provider": sa.func.coalesce(t.provider, ex.provider),
+            "conversation_id": sa.func.coalesce(t.conversation_id, ex.conversation_id),
+            "input_text": sa.case((takes_io, ex.input_text), else_=t.input_text),
+            "output_text": sa.case((takes_io, ex.output_text), else_=t.output_text),
+            "io_start_ns": sa.case((takes_io, ex.io_start_ns), else_=t.io_start_ns),
+            "io_rank": sa.case((takes_io, ex.io_rank), else_=t.io_rank),
+        },
+    )
+    connection.execute(stmt, rows)
+
+
+def _join_pending_signals(connection: sa.Connection, project_id: int, summaries: list[dict[str, Any]]) -> None:
+    """Attach signals that arrived before their trace: by join key, and compute pending edit distances."""
+    keyed = [s["trace_id"] for s in summaries if s["join_key"] is not None]
+    if keyed:
+        # The trace row holds the join key that won, which may come from an earlier request.
+        rows = connection.execute(
+            sa.select(traces.c.trace_id, traces.c.join_key).where(
+                traces.c.project_id == project_id, traces.c.trace_id.in_(keyed)
+            )
+        ).all()
+        by_key = {key: tid for tid, key in rows}
+        waiting = connection.execute(
+            sa.select(signals.c.join_key)
+            .where(
+                signals.c.project_id == project_id,
+                signals.c.trace_id.is_(None),
+                signals.c.join_key.in_(list(by_key)),
+            )
+            .distinct()
+        ).scalars().all()
+        if waiting:
+            connection.execute(
+                signals.update()
+                .where(
+                    signals.c.project_id == project_id,
+                    signals.c.trace_id.is_(None),
+                    signals.c.join_key == sa.bindparam("key"),
+                )
+                .values(trace_id=sa.bindparam("tid")),
+                [{"key": key, "tid": by_key[key]} for key in waiting],
+            )
+    fill_edit_distances(connection, project_id, [s["trace_id"] for s in summaries])
+
+
+def fill_edit_distances(connection: sa.Connection, project_id: int, trace_ids: list[str]) -> None:
+    """Compute the edit distance of `edit` signals whose trace output is now known."""
+    if not trace_ids:
+        return
+    pending = connection.execute(
+        sa.select(signals.c.id, signals.c.text, traces.c.output_text)
+        .join(traces, sa.and_(traces.c.project_id == signals.c.project_id, traces.c.trace_id == signals.c.trace_id))
+        .where(
+            signals.c.project_id == project_id,
+            signals.c.trace_id.in_(trace_ids),
+            signals.c.name == "edit",
+            signals.c.edit_distance.is_(None),
+            traces.c.output_text.is_not(None),
+        )
+    ).all()
+    if pending:
+        connection.execute(
+            signals.update().where(signals.c.id == sa.bindparam("sid")).values(edit_distance=sa.bindparam("d")),
+            [{"sid": sid, "d": Levenshtein.distance(output, text or "")} for sid, text, output in pending],
+        )
+
+
+def write_spans(engine: sa.Engine, project_id: int, records: Sequence[dict[str, Any]]) -> int:
+    """Store spans and update their traces in one transaction; returns how many spans were new.
+
+    Either every span is stored (or recognised as already stored) and the call returns, or it raises
+    and nothing is written.
+    """
+    if not records:
+        return 0
+    now_ns = time.time_ns()
+    unique = {(r["trace_id"], r["span_id"]): r for r in records}
+    records = list(unique.values())
+    rows = [{**r, "project_id": project_id} for r in records]
+    with write_transaction(engine) as connection:
+        stmt = (
+            _insert(connection, spans)
+            .on_conflict_do_nothing(index_elements=[spans.c.project_id, spans.c.trace_id, spans.c.span_id])
+            .returning(spans.c.trace_id, spans.c.span_id)
+        )
+        inserted = set(map(tuple, connection.execute(stmt, rows).all()))
+        new = [r for r in records if (r["trace_id"], r["span_id"]) in inserted]
+        if not new:
+            return 0
+        summaries = _trace_summaries(project_id, new, now_ns)
+        _upsert_traces(connection, summaries)
+        _join_pending_signals(connection, project_id, summaries)
+    return len(new)
+
+
+def ingest_traces(engine: sa.Engine, project_id: int, batch: Sequence[Any]) -> dict[str, Any]:
+    """Store native traces (:class:`~prodloop.capture.shapes.TraceIn`) in one transaction."""
+    from prodloop.capture.native import native_span_records
+
+    now_ns = time.time_ns()
+    trace_ids: list[str] = []
+    records: list[dict[str, Any]] = []
+    for trace in batch:
+        trace_id, trace_records = native_span_records(trace, now_ns)
+        trace_ids.append(trace_id)
+        records.extend(trace_records)
+    stored = write_spans(engine, project_id, records)
+    return {"accepted": len(trace_ids), "spans_stored": stored, "trace_ids": trace_ids}

@@ -1,0 +1,75 @@
+"""Turn every failure into the one error shape: ``{"error": {"code", "message", "detail"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from prodloop.errors import ProdloopError, ValidationFailed
+
+log = logging.getLogger("prodloop.server")
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+}
+
+
+def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "detail": detail}}
+
+
+def validation_problems(errors: list[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors as ``[{"loc": "traces.0.trace_id", "message": ...}]``, input values left out."""
+    problems = []
+    for error in errors:
+        loc = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body",))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        problems.append({"loc": loc, "message": message})
+    return problems
+
+
+def validation_failed(exc: ValidationError | RequestValidationError) -> ValidationFailed:
+    problems = validation_problems(list(exc.errors()))
+    first = problems[0] if problems else {"loc": "", "message": "invalid"}
+    where = f"{first['loc']}: " if first["loc"] else ""
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return ValidationFailed(f"{where}{first['message']}{more}", problems)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProdloopError)
+    async def _prodloop(_request: Request, exc: ProdloopError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        error = validation_failed(exc)
+        return JSONResponse(error.to_dict(), status_code=error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("internal_error", "prodloop hit an unexpected error; the server log has the details"),
+            status_code=500,
+        )

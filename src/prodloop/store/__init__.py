@@ -1,0 +1,15 @@
+"""The store: one schema, one migration history, SQLite and PostgreSQL engines."""
+
+from prodloop.store.engine import create_store_engine, is_sqlite, read_transaction, write_transaction
+from prodloop.store.migrate import current_revision, head_revision, is_up_to_date, upgrade
+
+__all__ = [
+    "create_store_engine",
+    "current_revision",
+    "head_revision",
+    "is_sqlite",
+    "is_up_to_date",
+    "read_transaction",
+    "upgrade",
+    "write_transaction",
+]
