@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi.testclient import TestClient
 
-from prodloop.server import create_app, create_api_key
+from prodloop.server import create_api_key, create_app
 from prodloop.settings import Settings
 from prodloop.store import create_store_engine, upgrade
 from prodloop.store.schema import metadata
@@ -46,6 +46,8 @@ def _drop_postgres(url: str, fresh: str) -> None:
 def postgres_url() -> Iterator[str]:
     """One migrated PostgreSQL database for the session (tables are emptied between tests)."""
     if not PG_URL:
+        if os.environ.get("PRODLOOP_REQUIRE_POSTGRES"):
+            pytest.fail("PRODLOOP_REQUIRE_POSTGRES is set but PRODLOOP_TEST_DATABASE_URL is not")
         pytest.skip("PostgreSQL tests need PRODLOOP_TEST_DATABASE_URL (.ci/run sets it)")
     fresh = _fresh_postgres(PG_URL)
     engine = create_store_engine(fresh)

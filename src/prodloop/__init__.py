@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from prodloop.capture.sdk import AsyncClient, Client  # noqa: E402
+from prodloop.capture.sdk import AsyncClient, Client
 
 __all__ = ["AsyncClient", "Client", "__version__"]

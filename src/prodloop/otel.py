@@ -40,7 +40,9 @@ def configure(
         def on_start(self, span: Any, parent_context: Any = None) -> None:
             span.set_attribute("prodloop.release", release)
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name, **(resource_attributes or {})}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name, **(resource_attributes or {})})
+    )
     if release is not None:
         provider.add_span_processor(_ReleaseStamp())
     exporter = OTLPSpanExporter(

@@ -58,7 +58,12 @@ def ingest_jsonl(
             signals.clear()
 
     size = path.stat().st_size
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task(f"ingest {path.name}", total=size)
         for number, line in _lines(path):

@@ -97,7 +97,11 @@ def _parts_text(parts: Any) -> str | None:
                 texts.append(part)
             elif isinstance(part, dict):
                 text = part.get("content", part.get("text"))
-                if isinstance(text, str) and part.get("type", "text") in ("text", "input_text", "output_text"):
+                if isinstance(text, str) and part.get("type", "text") in (
+                    "text",
+                    "input_text",
+                    "output_text",
+                ):
                     texts.append(text)
         return "\n".join(texts) if texts else None
     if isinstance(parts, dict):
@@ -138,7 +142,9 @@ def _messages(value: Any, default_role: str | None = None) -> list[dict[str, Any
     return messages or None
 
 
-def _indexed_messages(attributes: dict[str, Any], pattern: re.Pattern[str], want: str) -> list[dict[str, Any]]:
+def _indexed_messages(
+    attributes: dict[str, Any], pattern: re.Pattern[str], want: str
+) -> list[dict[str, Any]]:
     """Older flat forms: ``gen_ai.prompt.0.role`` / ``llm.input_messages.0.message.content``."""
     found: dict[int, dict[str, Any]] = {}
     for key, value in attributes.items():
@@ -156,7 +162,12 @@ def _event_messages(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     for event in events:
         name = event.get("name", "")
         attrs = event.get("attributes") or {}
-        if name in ("gen_ai.system.message", "gen_ai.user.message", "gen_ai.assistant.message", "gen_ai.tool.message"):
+        if name in (
+            "gen_ai.system.message",
+            "gen_ai.user.message",
+            "gen_ai.assistant.message",
+            "gen_ai.tool.message",
+        ):
             role = name.split(".")[1]
             body = _first(attrs, "content", "gen_ai.event.content", "body")
             body = _maybe_json(body)
@@ -207,7 +218,15 @@ def map_genai(attributes: dict[str, Any], events: list[dict[str, Any]]) -> dict[
     sampling = {short: a[key] for key, short in _SAMPLING_KEYS.items() if key in a}
     invocation = _maybe_json(a.get("llm.invocation_parameters"))
     if isinstance(invocation, dict):
-        for key in ("temperature", "top_p", "top_k", "max_tokens", "frequency_penalty", "presence_penalty", "seed"):
+        for key in (
+            "temperature",
+            "top_p",
+            "top_k",
+            "max_tokens",
+            "frequency_penalty",
+            "presence_penalty",
+            "seed",
+        ):
             if key in invocation and key not in sampling:
                 sampling[key] = invocation[key]
 
@@ -249,7 +268,12 @@ def map_genai(attributes: dict[str, Any], events: list[dict[str, Any]]) -> dict[
             _first(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
         ),
         "output_tokens": _as_int(
-            _first(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+            _first(
+                a,
+                "gen_ai.usage.output_tokens",
+                "gen_ai.usage.completion_tokens",
+                "llm.token_count.completion",
+            )
         ),
         "temperature": _as_float(sampling.get("temperature")),
         "top_p": _as_float(sampling.get("top_p")),

@@ -74,18 +74,22 @@ def _record(
         if value is not None:
             mapped[key] = value
     if input_messages is not None:
-        mapped["input_text"] = span.input if isinstance(span.input, str) else map_genai(
-            {"gen_ai.input.messages": input_messages}, []
-        )["input_text"]
+        mapped["input_text"] = (
+            span.input
+            if isinstance(span.input, str)
+            else map_genai({"gen_ai.input.messages": input_messages}, [])["input_text"]
+        )
     if output_messages is not None:
-        mapped["output_text"] = span.output if isinstance(span.output, str) else map_genai(
-            {"gen_ai.output.messages": output_messages}, []
-        )["output_text"]
+        mapped["output_text"] = (
+            span.output
+            if isinstance(span.output, str)
+            else map_genai({"gen_ai.output.messages": output_messages}, [])["output_text"]
+        )
     if release is not None:
         attributes.setdefault("prodloop.release", release)
     if join_key is not None:
         attributes.setdefault("prodloop.join_key", join_key)
-    record = {
+    record: dict[str, Any] = {
         "trace_id": trace_id,
         "span_id": span_id,
         "parent_span_id": parent_span_id,
@@ -114,7 +118,7 @@ def native_span_records(trace: TraceIn, now_ns: int | None = None) -> tuple[str,
     now_ns = time.time_ns() if now_ns is None else now_ns
     trace_id = trace.trace_id or new_trace_id()
     start_ns = _ns(trace.start_time, now_ns)
-    common = {
+    common: dict[str, Any] = {
         "trace_id": trace_id,
         "feature": trace.feature,
         "conversation_id": trace.conversation_id,

@@ -59,7 +59,8 @@ def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
         return body
     if encoding not in ("gzip", "deflate"):
         raise UnsupportedMediaType(
-            f"content encoding {encoding!r} is not supported; use gzip or none", {"content_encoding": encoding}
+            f"content encoding {encoding!r} is not supported; use gzip or none",
+            {"content_encoding": encoding},
         )
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
     decompressor = zlib.decompressobj(wbits)
@@ -102,7 +103,9 @@ def parse_request(body: bytes, encoding: str) -> ExportTraceServiceRequest:
         try:
             request.ParseFromString(body)
         except DecodeError as exc:
-            raise InvalidRequest(f"body is not a valid OTLP protobuf ExportTraceServiceRequest: {exc}") from exc
+            raise InvalidRequest(
+                f"body is not a valid OTLP protobuf ExportTraceServiceRequest: {exc}"
+            ) from exc
         return request
     try:
         document = json.loads(body)
@@ -153,7 +156,7 @@ def attributes_dict(key_values: Any) -> dict[str, Any]:
 
 
 def span_records(request: ExportTraceServiceRequest) -> tuple[list[dict[str, Any]], list[str]]:
-    """Span records ready for :func:`prodloop.capture.traces.write_spans`, and one reason per rejected span."""
+    """Span records for :func:`prodloop.capture.traces.write_spans`, and one reason per rejected span."""
     records: list[dict[str, Any]] = []
     problems: list[str] = []
     for resource_spans in request.resource_spans:

@@ -200,7 +200,7 @@ def span_tree(rows: list[Any], trace_start_ns: int) -> list[dict[str, Any]]:
         node = _span_dict(row)
         node["offset_ms"] = (row.start_ns - trace_start_ns) / 1e6
         nodes[row.span_id] = node
-    roots = []
+    roots: list[dict[str, Any]] = []
     for row in rows:
         node = nodes[row.span_id]
         parent = nodes.get(row.parent_span_id) if row.parent_span_id else None
@@ -278,6 +278,10 @@ def distinct_values(engine: sa.Engine, project_id: int, column: str, limit: int 
         return [
             v
             for v in connection.execute(
-                sa.select(col).where(traces.c.project_id == project_id, col.is_not(None)).distinct().order_by(col).limit(limit)
+                sa.select(col)
+                .where(traces.c.project_id == project_id, col.is_not(None))
+                .distinct()
+                .order_by(col)
+                .limit(limit)
             ).scalars()
         ]

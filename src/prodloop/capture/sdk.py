@@ -187,8 +187,12 @@ class Client:
         _raise_for_error(response)
         return response.json()  # type: ignore[no-any-return]
 
-    def coverage(self, feature: str, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
-        response = self._http.get(f"/api/v1/features/{feature}/coverage", params=_params(since=since, until=until))
+    def coverage(
+        self, feature: str, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[str, Any]:
+        response = self._http.get(
+            f"/api/v1/features/{feature}/coverage", params=_params(since=since, until=until)
+        )
         _raise_for_error(response)
         return response.json()  # type: ignore[no-any-return]
 
@@ -238,7 +242,9 @@ class AsyncClient:
         await self._send(*self._buffer.take(everything=True))
 
     async def send_traces(self, traces: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-        response = await self._http.post("/api/v1/traces", json={"traces": [_trace_item(t, {}) for t in traces]})
+        response = await self._http.post(
+            "/api/v1/traces", json={"traces": [_trace_item(t, {}) for t in traces]}
+        )
         _raise_for_error(response)
         return response.json()  # type: ignore[no-any-return]
 

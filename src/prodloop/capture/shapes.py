@@ -29,7 +29,9 @@ def check_trace_id(value: str | None) -> str | None:
         return None
     value = value.lower()
     if not _TRACE_ID.match(value) or value == "0" * 32:
-        raise ValueError(f"trace_id {value!r} must be 32 hex characters, not all zero (an OpenTelemetry trace id)")
+        raise ValueError(
+            f"trace_id {value!r} must be 32 hex characters, not all zero (an OpenTelemetry trace id)"
+        )
     return value
 
 
@@ -38,7 +40,9 @@ def check_span_id(value: str | None) -> str | None:
         return None
     value = value.lower()
     if not _SPAN_ID.match(value) or value == "0" * 16:
-        raise ValueError(f"span id {value!r} must be 16 hex characters, not all zero (an OpenTelemetry span id)")
+        raise ValueError(
+            f"span id {value!r} must be 16 hex characters, not all zero (an OpenTelemetry span id)"
+        )
     return value
 
 
@@ -70,7 +74,9 @@ class SpanIn(_Timed):
     kind: Literal["internal", "server", "client", "producer", "consumer"] = "internal"
     status: Literal["ok", "error", "unset"] = "unset"
     status_message: str | None = None
-    operation: str | None = Field(None, description="GenAI operation, such as chat, embeddings, execute_tool.")
+    operation: str | None = Field(
+        None, description="GenAI operation, such as chat, embeddings, execute_tool."
+    )
     provider: str | None = None
     model: str | None = Field(None, description="The requested model.")
     response_model: str | None = Field(None, description="The model that served the call, if different.")
@@ -147,7 +153,9 @@ class SignalIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(None, max_length=200, description="Your id for the signal: a resent one is stored once.")
+    id: str | None = Field(
+        None, max_length=200, description="Your id for the signal: a resent one is stored once."
+    )
     trace_id: str | None = None
     join_key: str | None = Field(None, max_length=200)
     kind: SignalKind
@@ -182,7 +190,9 @@ class SignalIn(BaseModel):
             raise ValueError("a signal needs trace_id or join_key to say which trace it is about")
         if self.kind == "explicit":
             if self.name not in EXPLICIT_NAMES:
-                raise ValueError(f"explicit signal name {self.name!r} is not one of {', '.join(EXPLICIT_NAMES)}")
+                raise ValueError(
+                    f"explicit signal name {self.name!r} is not one of {', '.join(EXPLICIT_NAMES)}"
+                )
             if self.name == "thumbs" and self.value not in ("up", "down"):
                 raise ValueError(f"thumbs value {self.value!r} must be 'up' or 'down'")
             if self.name == "rating" and (
@@ -193,7 +203,9 @@ class SignalIn(BaseModel):
                 raise ValueError("a correction needs `text`: what the answer should have been")
         elif self.kind == "implicit":
             if self.name not in IMPLICIT_NAMES:
-                raise ValueError(f"implicit signal name {self.name!r} is not one of {', '.join(IMPLICIT_NAMES)}")
+                raise ValueError(
+                    f"implicit signal name {self.name!r} is not one of {', '.join(IMPLICIT_NAMES)}"
+                )
             if self.name == "edit" and self.text is None:
                 raise ValueError("an edit signal needs `text`: the user's edited version of the output")
         elif self.value is None:

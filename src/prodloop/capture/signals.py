@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from prodloop.capture.shapes import SignalBatchResult, SignalIn
-from prodloop.capture.traces import _insert, fill_edit_distances
+from prodloop.capture.traces import _insert, fill_edit_distances, lock_join_keys
 from prodloop.store import read_transaction, write_transaction
 from prodloop.store.schema import signals, traces
 
@@ -60,6 +60,7 @@ def record_signals(engine: sa.Engine, project_id: int, batch: Sequence[SignalIn]
     with write_transaction(engine) as connection:
         keys = {r["join_key"] for r in rows if r["trace_id"] is None}
         if keys:
+            lock_join_keys(connection, project_id, sorted(keys))
             found = connection.execute(
                 sa.select(traces.c.join_key, traces.c.trace_id).where(
                     traces.c.project_id == project_id, traces.c.join_key.in_(keys)
@@ -129,9 +130,20 @@ def feature_coverage(
     Explicit feedback usually covers about 1% of traces; this makes that number visible next to the
     implicit signals and outcomes that cover far more.
     """
-    where = [traces.c.project_id == project_id, traces.c.feature == feature, *_window(traces.c.start_ns, since, until)]
-    flag = {name: sa.case((_has(kind), 1), else_=0) for name, kind in
-            (("explicit", "explicit"), ("implicit", "implicit"), ("outcome", "outcome"), ("any", None))}
+    where = [
+        traces.c.project_id == project_id,
+        traces.c.feature == feature,
+        *_window(traces.c.start_ns, since, until),
+    ]
+    flag = {
+        name: sa.case((_has(kind), 1), else_=0)
+        for name, kind in (
+            ("explicit", "explicit"),
+            ("implicit", "implicit"),
+            ("outcome", "outcome"),
+            ("any", None),
+        )
+    }
     day = (traces.c.start_ns // _DAY_NS).label("day")
     with read_transaction(engine) as connection:
         daily_rows = connection.execute(
@@ -145,11 +157,15 @@ def feature_coverage(
             .order_by(day)
         ).all()
         by_name = connection.execute(
-            sa.select(signals.c.kind, signals.c.name, sa.func.count(sa.distinct(traces.c.trace_id)), sa.func.count())
+            sa.select(
+                signals.c.kind, signals.c.name, sa.func.count(sa.distinct(traces.c.trace_id)), sa.func.count()
+            )
             .select_from(
                 traces.join(
                     signals,
-                    sa.and_(signals.c.project_id == traces.c.project_id, signals.c.trace_id == traces.c.trace_id),
+                    sa.and_(
+                        signals.c.project_id == traces.c.project_id, signals.c.trace_id == traces.c.trace_id
+                    ),
                 )
             )
             .where(*where)
@@ -161,7 +177,9 @@ def feature_coverage(
             .select_from(
                 signals.outerjoin(
                     traces,
-                    sa.and_(traces.c.project_id == signals.c.project_id, traces.c.trace_id == signals.c.trace_id),
+                    sa.and_(
+                        traces.c.project_id == signals.c.project_id, traces.c.trace_id == signals.c.trace_id
+                    ),
                 )
             )
             .where(signals.c.project_id == project_id, traces.c.trace_id.is_(None))

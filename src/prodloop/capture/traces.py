@@ -107,7 +107,9 @@ def _sum(stored: Any, new: Any) -> Any:
 def _upsert_traces(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
     stmt = _insert(connection, traces)
     t, ex = traces.c, stmt.excluded
-    takes_io = sa.or_(ex.io_rank < t.io_rank, sa.and_(ex.io_rank == t.io_rank, ex.io_start_ns < t.io_start_ns))
+    takes_io = sa.or_(
+        ex.io_rank < t.io_rank, sa.and_(ex.io_rank == t.io_rank, ex.io_start_ns < t.io_start_ns)
+    )
     root_arrives = sa.and_(ex.root_span_id.is_not(None), t.root_span_id.is_(None))
     stmt = stmt.on_conflict_do_update(
         index_elements=[t.project_id, t.trace_id],
@@ -120,7 +122,10 @@ def _upsert_traces(connection: sa.Connection, rows: list[dict[str, Any]]) -> Non
             "output_tokens": _sum(t.output_tokens, ex.output_tokens),
             "root_span_id": sa.func.coalesce(t.root_span_id, ex.root_span_id),
             "name": sa.case((root_arrives, ex.name), else_=sa.func.coalesce(t.name, ex.name)),
-            "feature": sa.case((root_arrives, sa.func.coalesce(ex.feature, t.feature)), else_=sa.func.coalesce(t.feature, ex.feature)),
+            "feature": sa.case(
+                (root_arrives, sa.func.coalesce(ex.feature, t.feature)),
+                else_=sa.func.coalesce(t.feature, ex.feature),
+            ),
             "release": sa.func.coalesce(t.release, ex.release),
             "join_key": sa.func.coalesce(t.join_key, ex.join_key),
             "model": sa.func.coalesce(t.model, ex.model),
@@ -135,7 +140,28 @@ def _upsert_traces(connection: sa.Connection, rows: list[dict[str, Any]]) -> Non
     connection.execute(stmt, rows)
 
 
-def _join_pending_signals(connection: sa.Connection, project_id: int, summaries: list[dict[str, Any]]) -> None:
+def lock_join_keys(connection: sa.Connection, project_id: int, keys: Sequence[str]) -> None:
+    """Serialise the joining of traces and signals that share a join key.
+
+    A trace and a signal with the same join key, written at the same moment by two transactions, could
+    each miss the other (neither is committed when the other looks). On PostgreSQL both writers first
+    take a transaction-scoped advisory lock per join key, in one sorted order so that they cannot
+    deadlock; SQLite needs nothing, since ``BEGIN IMMEDIATE`` already runs writers one at a time.
+    """
+    if connection.dialect.name != "postgresql" or not keys:
+        return
+    connection.execute(
+        sa.text(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, :project) AS h "
+            "FROM unnest(CAST(:keys AS text[])) AS k) AS s ORDER BY h"
+        ),
+        {"project": project_id, "keys": sorted(set(keys))},
+    )
+
+
+def _join_pending_signals(
+    connection: sa.Connection, project_id: int, summaries: list[dict[str, Any]]
+) -> None:
     """Attach signals that arrived before their trace: by join key, and compute pending edit distances."""
     keyed = [s["trace_id"] for s in summaries if s["join_key"] is not None]
     if keyed:
@@ -146,15 +172,20 @@ def _join_pending_signals(connection: sa.Connection, project_id: int, summaries:
             )
         ).all()
         by_key = {key: tid for tid, key in rows}
-        waiting = connection.execute(
-            sa.select(signals.c.join_key)
-            .where(
-                signals.c.project_id == project_id,
-                signals.c.trace_id.is_(None),
-                signals.c.join_key.in_(list(by_key)),
+        lock_join_keys(connection, project_id, list(by_key))
+        waiting = (
+            connection.execute(
+                sa.select(signals.c.join_key)
+                .where(
+                    signals.c.project_id == project_id,
+                    signals.c.trace_id.is_(None),
+                    signals.c.join_key.in_(list(by_key)),
+                )
+                .distinct()
             )
-            .distinct()
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         if waiting:
             connection.execute(
                 signals.update()
@@ -175,7 +206,10 @@ def fill_edit_distances(connection: sa.Connection, project_id: int, trace_ids: l
         return
     pending = connection.execute(
         sa.select(signals.c.id, signals.c.text, traces.c.output_text)
-        .join(traces, sa.and_(traces.c.project_id == signals.c.project_id, traces.c.trace_id == signals.c.trace_id))
+        .join(
+            traces,
+            sa.and_(traces.c.project_id == signals.c.project_id, traces.c.trace_id == signals.c.trace_id),
+        )
         .where(
             signals.c.project_id == project_id,
             signals.c.trace_id.in_(trace_ids),
@@ -186,7 +220,9 @@ def fill_edit_distances(connection: sa.Connection, project_id: int, trace_ids: l
     ).all()
     if pending:
         connection.execute(
-            signals.update().where(signals.c.id == sa.bindparam("sid")).values(edit_distance=sa.bindparam("d")),
+            signals.update()
+            .where(signals.c.id == sa.bindparam("sid"))
+            .values(edit_distance=sa.bindparam("d")),
             [{"sid": sid, "d": Levenshtein.distance(output, text or "")} for sid, text, output in pending],
         )
 

@@ -63,7 +63,9 @@ def db_upgrade(db: DbOption = None, revision: str = typer.Option("head", help="T
 
     engine = create_store_engine(settings=_settings(db))
     upgrade(engine, revision)
-    console.print(f"store at revision [bold]{current_revision(engine)}[/bold] ({engine.url.render_as_string()})")
+    console.print(
+        f"store at revision [bold]{current_revision(engine)}[/bold] ({engine.url.render_as_string()})"
+    )
 
 
 @keys_app.command("create")
@@ -107,7 +109,9 @@ def serve(
             err.print("loading the demo data (a customer-support assistant, 30 days)…")
             load_demo(engine, project="default", progress=True)
     url = f"http://{settings.host}:{settings.port}"
-    console.print(f"prodloop {_version()} serving at [bold]{url}[/bold]  (web UI: {url}/ui, API docs: {url}/docs)")
+    console.print(
+        f"prodloop {_version()} serving at [bold]{url}[/bold]  (web UI: {url}/ui, API docs: {url}/docs)"
+    )
     console.print(f"store: {engine.url.render_as_string()}")
     admin_file = settings.home / "admin-key"
     if key:
@@ -151,7 +155,9 @@ def traces_ls(
     until: Annotated[datetime | None, typer.Option(help="Started before (ISO 8601).")] = None,
     release: Annotated[str | None, typer.Option(help="Only this release.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
-    has_signal: Annotated[bool | None, typer.Option("--has-signal/--no-signal", help="With / without signals.")] = None,
+    has_signal: Annotated[
+        bool | None, typer.Option("--has-signal/--no-signal", help="With / without signals.")
+    ] = None,
     signal: Annotated[str | None, typer.Option(help="Only traces with a signal of this name.")] = None,
     limit: Annotated[int, typer.Option(help="How many.")] = 20,
     output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
@@ -163,7 +169,13 @@ def traces_ls(
 
     engine = _engine(db)
     filters = TraceFilter(
-        feature=feature, since=since, until=until, release=release, model=model, has_signal=has_signal, signal=signal
+        feature=feature,
+        since=since,
+        until=until,
+        release=release,
+        model=model,
+        has_signal=has_signal,
+        signal=signal,
     )
     page = list_traces(engine, project_id(engine, project), filters, limit=limit)
     if output == "json":
@@ -178,7 +190,7 @@ def traces_ls(
             t["release"] or "",
             t["model"] or "",
             f"{t['duration_ms']:.0f}",
-            " ".join(f"{k}×{v}" for k, v in t["signals"].items()),
+            " ".join(f"{k}:{v}" for k, v in t["signals"].items()),
             (t["input"] or "")[:50].replace("\n", " "),
         )
     console.print(table)
@@ -211,7 +223,9 @@ def demo(
 
 
 @app.command("settings")
-def settings_cmd(markdown: Annotated[bool, typer.Option(help="Print the settings reference page.")] = False) -> None:
+def settings_cmd(
+    markdown: Annotated[bool, typer.Option(help="Print the settings reference page.")] = False,
+) -> None:
     """Show the settings in force (or, with --markdown, their reference page)."""
     if markdown:
         print(settings_markdown(), end="")

@@ -53,7 +53,9 @@ def me(principal: Annotated[Principal, Depends(any_caller)]) -> dict[str, Any]:
 async def post_traces(request: Request, principal: Writer) -> TraceBatchResult:
     batch = parse_json_model(await read_body(request), TraceBatch)
     _check_batch(request, len(batch.traces))
-    result = await run_in_threadpool(capture.ingest_traces, engine_of(request), principal.project_id, batch.traces)
+    result = await run_in_threadpool(
+        capture.ingest_traces, engine_of(request), principal.project_id, batch.traces
+    )
     return TraceBatchResult(**result)
 
 
@@ -66,8 +68,12 @@ def get_traces(
     until: datetime | None = Query(None, description="Traces that started before this time."),
     release: str | None = None,
     model: str | None = None,
-    has_signal: bool | None = Query(None, description="true: only traces with a signal; false: only without."),
-    signal: str | None = Query(None, description="Only traces with a signal of this name (thumbs, escalated…)."),
+    has_signal: bool | None = Query(
+        None, description="true: only traces with a signal; false: only without."
+    ),
+    signal: str | None = Query(
+        None, description="Only traces with a signal of this name (thumbs, escalated…)."
+    ),
     status: Literal["ok", "error"] | None = None,
     q: str | None = Query(None, description="Text that the trace's input or output contains."),
     limit: int = Query(50, ge=1, le=1000),
@@ -101,7 +107,9 @@ def get_trace(request: Request, principal: Reader, trace_id: str) -> dict[str, A
 async def post_signals(request: Request, principal: Writer) -> SignalBatchResult:
     batch = parse_json_model(await read_body(request), SignalBatch)
     _check_batch(request, len(batch.signals))
-    return await run_in_threadpool(capture.record_signals, engine_of(request), principal.project_id, batch.signals)
+    return await run_in_threadpool(
+        capture.record_signals, engine_of(request), principal.project_id, batch.signals
+    )
 
 
 @router.get("/features", summary="Features (service names) with their trace counts")
@@ -109,7 +117,9 @@ def get_features(request: Request, principal: Reader) -> dict[str, Any]:
     return {"features": capture.list_features(engine_of(request), principal.project_id)}
 
 
-@router.get("/features/{feature}/coverage", summary="Share of a feature's traces that carry each kind of signal")
+@router.get(
+    "/features/{feature}/coverage", summary="Share of a feature's traces that carry each kind of signal"
+)
 def get_coverage(
     request: Request,
     principal: Reader,

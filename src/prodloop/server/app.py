@@ -8,10 +8,32 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from prodloop import __version__
+from prodloop.capture import SignalBatch, TraceBatch
 from prodloop.server import api, otlp, ui
 from prodloop.server.errors import install_error_handlers
 from prodloop.settings import Settings
 from prodloop.store import create_store_engine
+
+
+def _document_read_bodies(app: FastAPI) -> None:
+    """Routes that read their own body (to bound its size) name its model in ``openapi_extra``; add
+    those models to the spec's components so the references resolve."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            for model in (TraceBatch, SignalBatch):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(engine: sa.Engine | None = None, settings: Settings | None = None) -> FastAPI:
@@ -29,6 +51,8 @@ def create_app(engine: sa.Engine | None = None, settings: Settings | None = None
     app.include_router(otlp.router)
     app.include_router(api.router)
     app.include_router(ui.router)
+
+    _document_read_bodies(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:

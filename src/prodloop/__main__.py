@@ -1,0 +1,5 @@
+"""``python -m prodloop`` runs the CLI."""
+
+from prodloop.cli import main
+
+main()
