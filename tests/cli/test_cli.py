@@ -106,3 +106,10 @@ def test_ingest_names_the_bad_line(db: str, tmp_path: Path) -> None:
 def test_settings_markdown_lists_every_variable() -> None:
     result = runner.invoke(app, ["settings", "--markdown"])
     assert "PRODLOOP_DATABASE_URL" in result.stdout and "PRODLOOP_MAX_REQUEST_BYTES" in result.stdout
+
+
+def test_cli_reference_page_is_current() -> None:
+    from prodloop.cli.reference import cli_markdown
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    assert page.read_text() == cli_markdown(app), "run `prodloop reference > docs/cli.md`"

@@ -234,6 +234,14 @@ def settings_cmd(
         console.print(f"PRODLOOP_{name.upper()} = {value}")
 
 
+@app.command("reference")
+def reference_cmd() -> None:
+    """Print the CLI reference page (docs/cli.md)."""
+    from prodloop.cli.reference import cli_markdown
+
+    print(cli_markdown(app), end="")
+
+
 def main() -> None:
     try:
         app()
