@@ -10,6 +10,7 @@ has any.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -227,6 +228,68 @@ def fill_edit_distances(connection: sa.Connection, project_id: int, trace_ids: l
         )
 
 
+_SPAN_COLUMNS = [column.name for column in spans.columns]
+_SPAN_JSON = frozenset(column.name for column in spans.columns if isinstance(column.type, sa.JSON))
+_SQLITE_INSERT_SPAN = (
+    f"INSERT INTO spans ({', '.join(_SPAN_COLUMNS)}) VALUES ({', '.join('?' for _ in _SPAN_COLUMNS)})"
+)
+_POSTGRES_INSERT_SPAN = (
+    f"INSERT INTO spans ({', '.join(_SPAN_COLUMNS)}) "
+    f"VALUES ({', '.join('%s::jsonb' if name in _SPAN_JSON else '%s' for name in _SPAN_COLUMNS)}) "
+    "ON CONFLICT (project_id, trace_id, span_id) DO NOTHING RETURNING trace_id, span_id"
+)
+
+
+def _span_params(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    dumps = json.dumps
+    return [
+        tuple(
+            dumps(r[name]) if name in _SPAN_JSON and r[name] is not None else r[name]
+            for name in _SPAN_COLUMNS
+        )
+        for r in rows
+    ]
+
+
+def _insert_new_spans(
+    connection: sa.Connection, project_id: int, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Insert the spans not stored yet and return them: the hot path of ingest, so it hands one
+    ``executemany`` to the driver instead of building statements row by row.
+
+    SQLite: skip the spans already stored, then insert; exact, because ``BEGIN IMMEDIATE`` lets no other
+    writer in between. PostgreSQL: ``ON CONFLICT DO NOTHING RETURNING`` in psycopg's pipelined
+    ``executemany`` says which rows were new, even with concurrent writers.
+    """
+    if connection.dialect.name == "sqlite":
+        trace_ids = sorted({r["trace_id"] for r in rows})
+        stored = set(
+            map(
+                tuple,
+                connection.execute(
+                    sa.select(spans.c.trace_id, spans.c.span_id).where(
+                        spans.c.project_id == project_id, spans.c.trace_id.in_(trace_ids)
+                    )
+                ).all(),
+            )
+        )
+        new = [r for r in rows if (r["trace_id"], r["span_id"]) not in stored]
+        if new:
+            connection.exec_driver_sql(_SQLITE_INSERT_SPAN, _span_params(new))
+        return new
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    inserted = set()
+    with cursor:
+        cursor.executemany(_POSTGRES_INSERT_SPAN, _span_params(rows), returning=True)
+        while True:
+            row = cursor.fetchone()
+            if row is not None:
+                inserted.add(tuple(row))
+            if not cursor.nextset():
+                break
+    return [r for r in rows if (r["trace_id"], r["span_id"]) in inserted]
+
+
 def write_spans(engine: sa.Engine, project_id: int, records: Sequence[dict[str, Any]]) -> int:
     """Store spans and update their traces in one transaction; returns how many spans were new.
 
@@ -240,13 +303,7 @@ def write_spans(engine: sa.Engine, project_id: int, records: Sequence[dict[str, 
     records = list(unique.values())
     rows = [{**r, "project_id": project_id} for r in records]
     with write_transaction(engine) as connection:
-        stmt = (
-            _insert(connection, spans)
-            .on_conflict_do_nothing(index_elements=[spans.c.project_id, spans.c.trace_id, spans.c.span_id])
-            .returning(spans.c.trace_id, spans.c.span_id)
-        )
-        inserted = set(map(tuple, connection.execute(stmt, rows).all()))
-        new = [r for r in records if (r["trace_id"], r["span_id"]) in inserted]
+        new = _insert_new_spans(connection, project_id, rows)
         if not new:
             return 0
         summaries = _trace_summaries(project_id, new, now_ns)
