@@ -142,16 +142,19 @@ def _messages(value: Any, default_role: str | None = None) -> list[dict[str, Any
     return messages or None
 
 
-def _indexed_messages(
-    attributes: dict[str, Any], pattern: re.Pattern[str], want: str
-) -> list[dict[str, Any]]:
-    """Older flat forms: ``gen_ai.prompt.0.role`` / ``llm.input_messages.0.message.content``."""
-    found: dict[int, dict[str, Any]] = {}
+def _indexed_messages(attributes: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Older flat forms, ``gen_ai.prompt.0.role`` and OpenInference's ``llm.input_messages.0.message.content``,
+    collected in one pass over the attributes: {"gen_ai.prompt": [...], "input_messages": [...], ...}."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
     for key, value in attributes.items():
-        match = pattern.match(key)
-        if match and match.group(1) == want:
-            found.setdefault(int(match.group(2)), {})[match.group(3)] = value
-    return [_normalise_message(found[i]) or {} for i in sorted(found)]
+        if not (key.startswith("gen_ai.") or key.startswith("llm.")):
+            continue
+        match = _INDEXED.match(key) or _OI_INDEXED.match(key)
+        if match:
+            found.setdefault(match.group(1), {}).setdefault(int(match.group(2)), {})[match.group(3)] = value
+    return {
+        group: [_normalise_message(by_index[i]) or {} for i in sorted(by_index)] for group, by_index in found.items()
+    }
 
 
 def _event_messages(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -233,15 +236,13 @@ def map_genai(attributes: dict[str, Any], events: list[dict[str, Any]]) -> dict[
     input_messages = _messages(a.get("gen_ai.input.messages"))
     output_messages = _messages(a.get("gen_ai.output.messages"), "assistant")
     system = _messages(a.get("gen_ai.system_instructions"), "system")
-    if input_messages is None:
-        input_messages = _indexed_messages(a, _INDEXED, "gen_ai.prompt") or None
-    if output_messages is None:
-        output_messages = _indexed_messages(a, _INDEXED, "gen_ai.completion") or None
-    if input_messages is None:
-        input_messages = _indexed_messages(a, _OI_INDEXED, "input_messages") or None
-    if output_messages is None:
-        output_messages = _indexed_messages(a, _OI_INDEXED, "output_messages") or None
     if input_messages is None or output_messages is None:
+        indexed = _indexed_messages(a)
+        if input_messages is None:
+            input_messages = indexed.get("gen_ai.prompt") or indexed.get("input_messages")
+        if output_messages is None:
+            output_messages = indexed.get("gen_ai.completion") or indexed.get("output_messages")
+    if (input_messages is None or output_messages is None) and events:
         event_inputs, event_outputs = _event_messages(events)
         input_messages = input_messages or event_inputs or None
         output_messages = output_messages or event_outputs or None
