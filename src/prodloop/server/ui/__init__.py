@@ -1,7 +1,5 @@
 """The web UI: server-rendered pages over the same domain functions as the API."""
 
-from fastapi import APIRouter
-
-router = APIRouter(include_in_schema=False)
+from prodloop.server.ui.pages import router
 
 __all__ = ["router"]
