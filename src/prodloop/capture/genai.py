@@ -26,6 +26,13 @@ _OPENINFERENCE_OPERATIONS = {
     "EVALUATOR": "evaluate",
 }
 
+_OPENLLMETRY_OPERATIONS = {
+    "chat": "chat",
+    "completion": "text_completion",
+    "embedding": "embeddings",
+    "rerank": "rerank",
+}
+
 _SAMPLING_KEYS = {
     "gen_ai.request.temperature": "temperature",
     "gen_ai.request.top_p": "top_p",
@@ -39,6 +46,7 @@ _SAMPLING_KEYS = {
 }
 
 _INDEXED = re.compile(r"^(gen_ai\.prompt|gen_ai\.completion)\.(\d+)\.(.+)$")
+_OI_CONTENT = re.compile(r"^contents\.(\d+)\.message_content\.(.+)$")
 _OI_INDEXED = re.compile(r"^llm\.(input_messages|output_messages)\.(\d+)\.message\.(.+)$")
 
 
@@ -143,8 +151,9 @@ def _messages(value: Any, default_role: str | None = None) -> list[dict[str, Any
 
 
 def _indexed_messages(attributes: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Older flat forms, ``gen_ai.prompt.0.role`` and OpenInference's ``llm.input_messages.0.message.content``,
-    collected in one pass over the attributes: {"gen_ai.prompt": [...], "input_messages": [...], ...}."""
+    """Flat indexed messages, the older ``gen_ai.prompt.0.role`` and OpenInference's
+    ``llm.input_messages.0.message.content``, collected in one pass over the attributes:
+    ``{"gen_ai.prompt": [...], "input_messages": [...], ...}``."""
     found: dict[str, dict[int, dict[str, Any]]] = {}
     for key, value in attributes.items():
         if not (key.startswith("gen_ai.") or key.startswith("llm.")):
@@ -153,8 +162,28 @@ def _indexed_messages(attributes: dict[str, Any]) -> dict[str, list[dict[str, An
         if match:
             found.setdefault(match.group(1), {}).setdefault(int(match.group(2)), {})[match.group(3)] = value
     return {
-        group: [_normalise_message(by_index[i]) or {} for i in sorted(by_index)] for group, by_index in found.items()
+        group: [_normalise_message(_gather_contents(by_index[i])) or {} for i in sorted(by_index)]
+        for group, by_index in found.items()
     }
+
+
+def _gather_contents(fields: dict[str, Any]) -> dict[str, Any]:
+    """OpenInference writes a message of several parts as ``contents.M.message_content.{type,text,…}``;
+    turn those keys into a ``parts`` list like the GenAI conventions' own."""
+    parts: dict[int, dict[str, Any]] = {}
+    message: dict[str, Any] = {}
+    for key, value in fields.items():
+        match = _OI_CONTENT.match(key)
+        if match:
+            parts.setdefault(int(match.group(1)), {})[match.group(2)] = value
+        else:
+            message[key] = value
+    if parts and "content" not in message:
+        message["parts"] = [
+            {"type": part.get("type", "text"), "content": part.get("text"), **part}
+            for _, part in sorted(parts.items())
+        ]
+    return message
 
 
 def _event_messages(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -215,6 +244,9 @@ def map_genai(attributes: dict[str, Any], events: list[dict[str, Any]]) -> dict[
     a = attributes
     operation = _first(a, "gen_ai.operation.name")
     oi_kind = a.get("openinference.span.kind")
+    request_type = a.get("llm.request.type")  # OpenLLMetry
+    if operation is None and isinstance(request_type, str):
+        operation = _OPENLLMETRY_OPERATIONS.get(request_type.lower(), request_type.lower())
     if operation is None and isinstance(oi_kind, str):
         operation = _OPENINFERENCE_OPERATIONS.get(oi_kind.upper(), oi_kind.lower())
 

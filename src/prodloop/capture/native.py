@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from datetime import datetime
@@ -17,6 +18,13 @@ def new_trace_id() -> str:
 
 def new_span_id() -> str:
     return os.urandom(8).hex()
+
+
+def derived_span_id(trace_id: str, position: str) -> str:
+    """A span id that the same trace always gets for the same position, so that a resent native trace
+    is recognised as the same spans and stored once."""
+    digest = hashlib.sha256(f"{trace_id}:{position}".encode()).digest()[:8]
+    return digest.hex() if any(digest) else "0" * 15 + "1"
 
 
 def _ns(value: datetime | None, default: int) -> int:
@@ -123,7 +131,7 @@ def native_span_records(trace: TraceIn, now_ns: int | None = None) -> tuple[str,
         "feature": trace.feature,
         "conversation_id": trace.conversation_id,
     }
-    root_id = new_span_id()
+    root_id = derived_span_id(trace_id, "root")
     records = [
         _record(
             trace,
@@ -137,11 +145,11 @@ def native_span_records(trace: TraceIn, now_ns: int | None = None) -> tuple[str,
             **common,
         )
     ]
-    for span in trace.spans:
+    for index, span in enumerate(trace.spans):
         records.append(
             _record(
                 span,
-                span_id=span.span_id or new_span_id(),
+                span_id=span.span_id or derived_span_id(trace_id, str(index)),
                 parent_span_id=span.parent_span_id or root_id,
                 start_ns=_ns(span.start_time, start_ns),
                 release=None,

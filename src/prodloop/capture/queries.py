@@ -84,8 +84,14 @@ def _conditions(project_id: int, f: TraceFilter) -> list[sa.ColumnElement[bool]]
     elif f.status == "ok":
         where.append(traces.c.error_count == 0)
     if f.search:
-        pattern = f"%{f.search}%"
-        where.append(sa.or_(traces.c.input_text.ilike(pattern), traces.c.output_text.ilike(pattern)))
+        literal = f.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{literal}%"
+        where.append(
+            sa.or_(
+                traces.c.input_text.ilike(pattern, escape="\\"),
+                traces.c.output_text.ilike(pattern, escape="\\"),
+            )
+        )
     return where
 
 

@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 import httpx
+from pydantic_core import to_jsonable_python
 
 from prodloop.capture.native import new_trace_id
 from prodloop.errors import (
@@ -63,7 +64,16 @@ def _params(**kwargs: Any) -> dict[str, Any]:
 
 
 def _jsonable(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in item.items() if v is not None}
+    """JSON-ready copy of ``item``: datetimes (at any depth) as ISO 8601, top-level Nones left out."""
+    return to_jsonable_python({k: v for k, v in item.items() if v is not None})  # type: ignore[no-any-return]
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """Keep unsent items for a later flush after network trouble or a server-side failure, but not
+    after the server refused them (4xx): sending them again would fail again."""
+    if isinstance(exc, ProdloopError):
+        return exc.status >= 500 or exc.status == 429
+    return isinstance(exc, httpx.TransportError)
 
 
 class _Buffer:
@@ -74,6 +84,12 @@ class _Buffer:
         self.traces: list[dict[str, Any]] = []
         self.signals: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+
+    def put_back(self, traces: list[dict[str, Any]], signals: list[dict[str, Any]]) -> None:
+        """Return items whose sending failed to the front of the buffer, so a later flush retries them."""
+        with self.lock:
+            self.traces[:0] = traces
+            self.signals[:0] = signals
 
     def take(self, everything: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         with self.lock:
@@ -121,8 +137,10 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self.flush()
-        self._http.close()
+        try:
+            self.flush()
+        finally:
+            self._http.close()
 
     # writing
     def log_trace(self, trace: Mapping[str, Any] | None = None, **fields: Any) -> str:
@@ -159,11 +177,18 @@ class Client:
 
     def _send(self, traces: list[dict[str, Any]], signals: list[dict[str, Any]]) -> None:
         size = self._buffer.batch_size
-        # Traces first, so that signals sent in the same flush find their trace.
-        for i in range(0, len(traces), size):
-            self.send_traces(traces[i : i + size])
-        for i in range(0, len(signals), size):
-            self.send_signals(signals[i : i + size])
+        sent_traces = sent_signals = 0
+        try:
+            # Traces first, so that signals sent in the same flush find their trace.
+            for sent_traces in range(0, len(traces), size):
+                self.send_traces(traces[sent_traces : sent_traces + size])
+            sent_traces = len(traces)
+            for sent_signals in range(0, len(signals), size):
+                self.send_signals(signals[sent_signals : sent_signals + size])
+        except Exception as exc:
+            if _worth_retrying(exc):
+                self._buffer.put_back(traces[sent_traces:], signals[sent_signals:])
+            raise
 
     # reading
     def traces(self, **filters: Any) -> dict[str, Any]:
@@ -172,7 +197,7 @@ class Client:
         _raise_for_error(response)
         return response.json()  # type: ignore[no-any-return]
 
-    def iter_traces(self, **filters: Any) -> Iterable[dict[str, Any]]:
+    def iter_traces(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every matching trace, following the cursor page by page."""
         cursor = None
         while True:
@@ -223,8 +248,10 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self.flush()
-        await self._http.aclose()
+        try:
+            await self.flush()
+        finally:
+            await self._http.aclose()
 
     async def log_trace(self, trace: Mapping[str, Any] | None = None, **fields: Any) -> str:
         item = _trace_item(trace, fields)
@@ -255,15 +282,33 @@ class AsyncClient:
 
     async def _send(self, traces: list[dict[str, Any]], signals: list[dict[str, Any]]) -> None:
         size = self._buffer.batch_size
-        for i in range(0, len(traces), size):
-            await self.send_traces(traces[i : i + size])
-        for i in range(0, len(signals), size):
-            await self.send_signals(signals[i : i + size])
+        sent_traces = sent_signals = 0
+        try:
+            for sent_traces in range(0, len(traces), size):
+                await self.send_traces(traces[sent_traces : sent_traces + size])
+            sent_traces = len(traces)
+            for sent_signals in range(0, len(signals), size):
+                await self.send_signals(signals[sent_signals : sent_signals + size])
+        except Exception as exc:
+            if _worth_retrying(exc):
+                self._buffer.put_back(traces[sent_traces:], signals[sent_signals:])
+            raise
 
     async def traces(self, **filters: Any) -> dict[str, Any]:
         response = await self._http.get("/api/v1/traces", params=_params(**filters))
         _raise_for_error(response)
         return response.json()  # type: ignore[no-any-return]
+
+    async def iter_traces(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        """Every matching trace, following the cursor page by page."""
+        cursor = None
+        while True:
+            page = await self.traces(**filters, cursor=cursor)
+            for trace in page["traces"]:
+                yield trace
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
 
     async def trace(self, trace_id: str) -> dict[str, Any]:
         response = await self._http.get(f"/api/v1/traces/{trace_id}")

@@ -14,8 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from prodloop.capture.queries import to_ns
 from prodloop.capture.shapes import SignalBatchResult, SignalIn
-from prodloop.capture.traces import _insert, fill_edit_distances, lock_join_keys
+from prodloop.capture.traces import _insert, fill_edit_distances, lock_join_keys, without_nul
 from prodloop.store import read_transaction, write_transaction
 from prodloop.store.schema import signals, traces
 
@@ -47,13 +48,13 @@ def record_signals(engine: sa.Engine, project_id: int, batch: Sequence[SignalIn]
                 "join_key": s.join_key,
                 "kind": s.kind,
                 "name": s.name,
-                "value": s.value,
+                "value": without_nul(s.value),
                 "value_num": numeric_value(s),
-                "text": s.text,
+                "text": without_nul(s.text),
                 "edit_distance": None,
                 "user_id": s.user_id,
-                "metadata": s.metadata,
-                "timestamp_ns": int(s.timestamp.timestamp() * 1e6) * 1000 if s.timestamp else now_ns,
+                "metadata": without_nul(s.metadata),
+                "timestamp_ns": to_ns(s.timestamp) if s.timestamp else now_ns,
                 "received_ns": now_ns,
             }
         )
@@ -105,9 +106,9 @@ def record_signals(engine: sa.Engine, project_id: int, batch: Sequence[SignalIn]
 def _window(column: sa.ColumnElement[Any], since: datetime | None, until: datetime | None) -> list[Any]:
     clauses = []
     if since is not None:
-        clauses.append(column >= int(since.timestamp() * 1e6) * 1000)
+        clauses.append(column >= to_ns(since))
     if until is not None:
-        clauses.append(column < int(until.timestamp() * 1e6) * 1000)
+        clauses.append(column < to_ns(until))
     return clauses
 
 

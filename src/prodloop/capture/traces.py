@@ -23,6 +23,10 @@ from prodloop.capture.genai import is_llm_span
 from prodloop.store import write_transaction
 from prodloop.store.schema import signals, spans, traces
 
+NUL = chr(0)
+REPLACEMENT = chr(0xFFFD)
+ESCAPED_NUL = json.dumps(NUL)[1:-1]
+
 #: io_rank of a trace whose spans carry no text yet.
 _NO_TEXT = 3
 
@@ -54,6 +58,7 @@ def _trace_summaries(project_id: int, records: Sequence[dict[str, Any]], now_ns:
                 "error_count": 0,
                 "model": None,
                 "provider": None,
+                "model_start_ns": None,
                 "input_tokens": None,
                 "output_tokens": None,
                 "conversation_id": None,
@@ -84,8 +89,9 @@ def _trace_summaries(project_id: int, records: Sequence[dict[str, Any]], now_ns:
         s["join_key"] = s["join_key"] or r["join_key"]
         s["conversation_id"] = s["conversation_id"] or r.get("conversation_id")
         if llm:
-            s["model"] = s["model"] or r.get("response_model") or r.get("request_model")
-            s["provider"] = s["provider"] or r.get("provider")
+            model = r.get("response_model") or r.get("request_model")
+            if model and (s["model_start_ns"] is None or r["start_ns"] < s["model_start_ns"]):
+                s["model"], s["provider"], s["model_start_ns"] = model, r.get("provider"), r["start_ns"]
             for key in ("input_tokens", "output_tokens"):
                 if r.get(key) is not None:
                     s[key] = (s[key] or 0) + r[key]
@@ -111,6 +117,10 @@ def _upsert_traces(connection: sa.Connection, rows: list[dict[str, Any]]) -> Non
     takes_io = sa.or_(
         ex.io_rank < t.io_rank, sa.and_(ex.io_rank == t.io_rank, ex.io_start_ns < t.io_start_ns)
     )
+    takes_model = sa.and_(
+        ex.model_start_ns.is_not(None),
+        sa.or_(t.model_start_ns.is_(None), ex.model_start_ns < t.model_start_ns),
+    )
     root_arrives = sa.and_(ex.root_span_id.is_not(None), t.root_span_id.is_(None))
     stmt = stmt.on_conflict_do_update(
         index_elements=[t.project_id, t.trace_id],
@@ -129,8 +139,9 @@ def _upsert_traces(connection: sa.Connection, rows: list[dict[str, Any]]) -> Non
             ),
             "release": sa.func.coalesce(t.release, ex.release),
             "join_key": sa.func.coalesce(t.join_key, ex.join_key),
-            "model": sa.func.coalesce(t.model, ex.model),
-            "provider": sa.func.coalesce(t.provider, ex.provider),
+            "model": sa.case((takes_model, ex.model), else_=t.model),
+            "provider": sa.case((takes_model, ex.provider), else_=t.provider),
+            "model_start_ns": sa.case((takes_model, ex.model_start_ns), else_=t.model_start_ns),
             "conversation_id": sa.func.coalesce(t.conversation_id, ex.conversation_id),
             "input_text": sa.case((takes_io, ex.input_text), else_=t.input_text),
             "output_text": sa.case((takes_io, ex.output_text), else_=t.output_text),
@@ -202,11 +213,12 @@ def _join_pending_signals(
 
 
 def fill_edit_distances(connection: sa.Connection, project_id: int, trace_ids: list[str]) -> None:
-    """Compute the edit distance of `edit` signals whose trace output is now known."""
+    """Keep the edit distance of `edit` signals equal to the distance between the edited text and their
+    trace's current output (which may change when the root span arrives after an LLM span)."""
     if not trace_ids:
         return
-    pending = connection.execute(
-        sa.select(signals.c.id, signals.c.text, traces.c.output_text)
+    rows = connection.execute(
+        sa.select(signals.c.id, signals.c.text, signals.c.edit_distance, traces.c.output_text)
         .join(
             traces,
             sa.and_(traces.c.project_id == signals.c.project_id, traces.c.trace_id == signals.c.trace_id),
@@ -215,16 +227,20 @@ def fill_edit_distances(connection: sa.Connection, project_id: int, trace_ids: l
             signals.c.project_id == project_id,
             signals.c.trace_id.in_(trace_ids),
             signals.c.name == "edit",
-            signals.c.edit_distance.is_(None),
             traces.c.output_text.is_not(None),
         )
     ).all()
-    if pending:
+    changed = []
+    for sid, text, stored, output in rows:
+        distance = Levenshtein.distance(output, text or "")
+        if distance != stored:
+            changed.append({"sid": sid, "d": distance})
+    if changed:
         connection.execute(
             signals.update()
             .where(signals.c.id == sa.bindparam("sid"))
             .values(edit_distance=sa.bindparam("d")),
-            [{"sid": sid, "d": Levenshtein.distance(output, text or "")} for sid, text, output in pending],
+            changed,
         )
 
 
@@ -240,11 +256,35 @@ _POSTGRES_INSERT_SPAN = (
 )
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` with NUL characters replaced by U+FFFD: PostgreSQL text cannot hold NUL, and both
+    stores must keep the same thing."""
+    if isinstance(value, str):
+        return value.replace(NUL, REPLACEMENT)
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
+def _dump_json(value: Any) -> str:
+    text = json.dumps(value)
+    # json.dumps writes NUL as an escape; only then is the (rare, slower) clean-up needed.
+    return json.dumps(without_nul(value)) if ESCAPED_NUL in text else text
+
+
+def _clean_text(records: list[dict[str, Any]]) -> None:
+    for record in records:
+        for key, value in record.items():
+            if isinstance(value, str) and NUL in value:
+                record[key] = value.replace(NUL, REPLACEMENT)
+
+
 def _span_params(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    dumps = json.dumps
     return [
         tuple(
-            dumps(r[name]) if name in _SPAN_JSON and r[name] is not None else r[name]
+            _dump_json(r[name]) if name in _SPAN_JSON and r[name] is not None else r[name]
             for name in _SPAN_COLUMNS
         )
         for r in rows
@@ -301,6 +341,7 @@ def write_spans(engine: sa.Engine, project_id: int, records: Sequence[dict[str, 
     now_ns = time.time_ns()
     unique = {(r["trace_id"], r["span_id"]): r for r in records}
     records = list(unique.values())
+    _clean_text(records)
     rows = [{**r, "project_id": project_id} for r in records]
     with write_transaction(engine) as connection:
         new = _insert_new_spans(connection, project_id, rows)

@@ -67,8 +67,10 @@ traces = sa.Table(
     sa.Column("end_ns", sa.BigInteger, nullable=False),
     sa.Column("span_count", sa.Integer, nullable=False),
     sa.Column("error_count", sa.Integer, nullable=False),
+    # Model and provider of the earliest LLM span, whatever order the spans arrive in.
     sa.Column("model", sa.String(200)),
     sa.Column("provider", sa.String(100)),
+    sa.Column("model_start_ns", sa.BigInteger),
     sa.Column("input_tokens", sa.BigInteger),
     sa.Column("output_tokens", sa.BigInteger),
     sa.Column("conversation_id", sa.String(200)),

@@ -168,6 +168,7 @@ def upgrade() -> None:
         sa.Column("error_count", sa.Integer(), nullable=False),
         sa.Column("model", sa.String(length=200), nullable=True),
         sa.Column("provider", sa.String(length=100), nullable=True),
+        sa.Column("model_start_ns", sa.BigInteger(), nullable=True),
         sa.Column("input_tokens", sa.BigInteger(), nullable=True),
         sa.Column("output_tokens", sa.BigInteger(), nullable=True),
         sa.Column("conversation_id", sa.String(length=200), nullable=True),
