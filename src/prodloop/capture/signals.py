@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from prodloop.capture.queries import to_ns
 from prodloop.capture.shapes import SignalBatchResult, SignalIn
 from prodloop.capture.traces import _insert, fill_edit_distances, lock_join_keys, without_nul
-from prodloop.store import read_transaction, write_transaction
+from prodloop.store import read_transaction, run_write
 from prodloop.store.schema import signals, traces
 
 _DAY_NS = 86_400 * 10**9
@@ -58,7 +58,8 @@ def record_signals(engine: sa.Engine, project_id: int, batch: Sequence[SignalIn]
                 "received_ns": now_ns,
             }
         )
-    with write_transaction(engine) as connection:
+
+    def write(connection: sa.Connection) -> tuple[list[Any], set[str]]:
         keys = {r["join_key"] for r in rows if r["trace_id"] is None}
         if keys:
             lock_join_keys(connection, project_id, sorted(keys))
@@ -87,7 +88,7 @@ def record_signals(engine: sa.Engine, project_id: int, batch: Sequence[SignalIn]
         )
         stored = connection.execute(stmt, unique).scalars().all()
         trace_ids = sorted({tid for tid in stored if tid is not None})
-        known = set()
+        known: set[str] = set()
         if trace_ids:
             known = set(
                 connection.execute(
@@ -96,7 +97,11 @@ def record_signals(engine: sa.Engine, project_id: int, batch: Sequence[SignalIn]
                     )
                 ).scalars()
             )
-            fill_edit_distances(connection, project_id, sorted(known))
+            if any(r["name"] == "edit" for r in unique):
+                fill_edit_distances(connection, project_id, sorted(known))
+        return list(stored), known
+
+    stored, known = run_write(engine, write)
     joined = sum(1 for tid in stored if tid in known)
     return SignalBatchResult(
         accepted=len(stored), duplicates=len(rows) - len(stored), joined=joined, waiting=len(stored) - joined

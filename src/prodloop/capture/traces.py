@@ -20,7 +20,7 @@ from rapidfuzz.distance import Levenshtein
 from sqlalchemy.dialects import postgresql, sqlite
 
 from prodloop.capture.genai import is_llm_span
-from prodloop.store import write_transaction
+from prodloop.store import run_write
 from prodloop.store.schema import signals, spans, traces
 
 NUL = chr(0)
@@ -333,8 +333,8 @@ def _insert_new_spans(
 def write_spans(engine: sa.Engine, project_id: int, records: Sequence[dict[str, Any]]) -> int:
     """Store spans and update their traces in one transaction; returns how many spans were new.
 
-    Either every span is stored (or recognised as already stored) and the call returns, or it raises
-    and nothing is written.
+    Either every span is stored (or recognised as already stored) and committed when the call returns,
+    or it raises and nothing is written.
     """
     if not records:
         return 0
@@ -343,14 +343,16 @@ def write_spans(engine: sa.Engine, project_id: int, records: Sequence[dict[str, 
     records = list(unique.values())
     _clean_text(records)
     rows = [{**r, "project_id": project_id} for r in records]
-    with write_transaction(engine) as connection:
+
+    def write(connection: sa.Connection) -> int:
         new = _insert_new_spans(connection, project_id, rows)
-        if not new:
-            return 0
-        summaries = _trace_summaries(project_id, new, now_ns)
-        _upsert_traces(connection, summaries)
-        _join_pending_signals(connection, project_id, summaries)
-    return len(new)
+        if new:
+            summaries = _trace_summaries(project_id, new, now_ns)
+            _upsert_traces(connection, summaries)
+            _join_pending_signals(connection, project_id, summaries)
+        return len(new)
+
+    return run_write(engine, write)
 
 
 def ingest_traces(engine: sa.Engine, project_id: int, batch: Sequence[Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from prodloop.store.engine import create_store_engine, is_sqlite, read_transaction, write_transaction
 from prodloop.store.migrate import current_revision, head_revision, is_up_to_date, upgrade
+from prodloop.store.writer import run_write
 
 __all__ = [
     "create_store_engine",
@@ -10,6 +11,7 @@ __all__ = [
     "is_sqlite",
     "is_up_to_date",
     "read_transaction",
+    "run_write",
     "upgrade",
     "write_transaction",
 ]

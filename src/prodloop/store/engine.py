@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,16 +72,33 @@ def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def sqlite_writer_lock(engine: sa.Engine) -> threading.Lock:
+    """The in-process lock that the writers of one SQLite database queue on."""
+    key = str(engine.url)
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.Lock())
+
+
 @contextmanager
 def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A transaction that writes: all of it commits, or none of it does.
 
     On SQLite it takes the write lock at the start (``BEGIN IMMEDIATE``), so a read inside it that
-    decides a write sees the state the write applies to.
+    decides a write sees the state the write applies to. SQLite admits one writer at a time, and a
+    writer that finds the database locked sleeps and polls; so the threads of one process queue on an
+    in-process lock first, which hands the database over without those sleeps (other processes still
+    wait through ``busy_timeout``).
     """
-    with engine.connect() as connection:
-        if is_sqlite(engine):
-            connection.execution_options(sqlite_begin="IMMEDIATE")
+    if not is_sqlite(engine):
+        with engine.connect() as connection, connection.begin():
+            yield connection
+        return
+    with sqlite_writer_lock(engine), engine.connect() as connection:
+        connection.execution_options(sqlite_begin="IMMEDIATE")
         with connection.begin():
             yield connection
 

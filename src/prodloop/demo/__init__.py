@@ -1,0 +1,26 @@
+"""Demo data: a deterministic customer-support scenario that decays after a product launch."""
+
+from prodloop.demo.load import has_traces, load_demo
+from prodloop.demo.scenario import (
+    DemoScenario,
+    DemoTrace,
+    Ticket,
+    default_end,
+    generate_scenario,
+    launch_day,
+    launch_share,
+    prompt_change_day,
+)
+
+__all__ = [
+    "DemoScenario",
+    "DemoTrace",
+    "Ticket",
+    "default_end",
+    "generate_scenario",
+    "has_traces",
+    "launch_day",
+    "launch_share",
+    "load_demo",
+    "prompt_change_day",
+]
