@@ -99,3 +99,15 @@ def test_key_cache_does_not_leak_across_apps(engine: sa.Engine, tmp_path: Path) 
     with TestClient(create_app(engine, Settings(home=tmp_path))) as first:
         assert first.get("/api/v1/me", headers=auth(key)).status_code == 200
         assert first.get("/api/v1/me", headers=auth(key + "x")).status_code == 401
+
+
+def test_replicas_creating_one_project_at_once_agree(engine: sa.Engine) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prodloop.server.auth import ensure_project
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = set(pool.map(lambda _: ensure_project(engine, "shared"), range(16)))
+    assert len(ids) == 1
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(projects)).scalar_one() == 1

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from prodloop.capture.queries import to_ns
 from prodloop.capture.shapes import SignalBatchResult, SignalIn
-from prodloop.capture.traces import _insert, fill_edit_distances, lock_join_keys, without_nul
-from prodloop.store import read_transaction, run_write
+from prodloop.capture.traces import fill_edit_distances, lock_join_keys, without_nul
+from prodloop.store import dialect_insert, read_transaction, run_write
 from prodloop.store.schema import signals, traces
 
 _DAY_NS = 86_400 * 10**9
@@ -82,7 +82,7 @@ def record_signals(engine: sa.Engine, project_id: int, batch: Sequence[SignalIn]
                 seen.add(r["client_id"])
             unique.append(r)
         stmt = (
-            _insert(connection, signals)
+            dialect_insert(connection, signals)
             .on_conflict_do_nothing(index_elements=[signals.c.project_id, signals.c.client_id])
             .returning(signals.c.trace_id)
         )

@@ -17,10 +17,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from rapidfuzz.distance import Levenshtein
-from sqlalchemy.dialects import postgresql, sqlite
 
 from prodloop.capture.genai import is_llm_span
-from prodloop.store import run_write
+from prodloop.store import dialect_insert, run_write
 from prodloop.store.schema import signals, spans, traces
 
 NUL = chr(0)
@@ -29,12 +28,6 @@ ESCAPED_NUL = json.dumps(NUL)[1:-1]
 
 #: io_rank of a trace whose spans carry no text yet.
 _NO_TEXT = 3
-
-
-def _insert(engine: sa.Engine | sa.Connection, table: sa.Table) -> Any:
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 def _trace_summaries(project_id: int, records: Sequence[dict[str, Any]], now_ns: int) -> list[dict[str, Any]]:
@@ -112,7 +105,7 @@ def _sum(stored: Any, new: Any) -> Any:
 
 
 def _upsert_traces(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    stmt = _insert(connection, traces)
+    stmt = dialect_insert(connection, traces)
     t, ex = traces.c, stmt.excluded
     takes_io = sa.or_(
         ex.io_rank < t.io_rank, sa.and_(ex.io_rank == t.io_rank, ex.io_start_ns < t.io_start_ns)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from prodloop.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from prodloop.store import read_transaction, write_transaction
+from prodloop.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from prodloop.store import dialect_insert, read_transaction, write_transaction
 from prodloop.store.schema import api_keys, projects
 
 KEY_PREFIX = "pl_"
@@ -77,14 +77,10 @@ def ensure_project(engine: sa.Engine, name: str) -> int:
     if not name or len(name) > 100:
         raise ValidationFailed("a project name needs 1 to 100 characters", {"project": name})
     with write_transaction(engine) as connection:
-        found = connection.execute(sa.select(projects.c.id).where(projects.c.name == name)).scalar()
-        if found is not None:
-            return int(found)
-        return int(
-            connection.execute(
-                projects.insert().values(name=name, created_ns=time.time_ns()).returning(projects.c.id)
-            ).scalar_one()
-        )
+        # Insert-if-absent, then read: safe when several replicas start on one empty store at once.
+        insert = dialect_insert(connection, projects).values(name=name, created_ns=time.time_ns())
+        connection.execute(insert.on_conflict_do_nothing(index_elements=[projects.c.name]))
+        return int(connection.execute(sa.select(projects.c.id).where(projects.c.name == name)).scalar_one())
 
 
 def project_id(engine: sa.Engine, name: str) -> int:
@@ -139,10 +135,7 @@ def bootstrap_admin(engine: sa.Engine, home: Path) -> str | None:
     (mode 0600) and return it. Returns None when the store already has a project."""
     if has_projects(engine):
         return None
-    try:
-        key = create_api_key(engine, "default", Role.ADMIN, name="bootstrap admin")
-    except Conflict:  # another replica bootstrapped first
-        return None
+    key = create_api_key(engine, "default", Role.ADMIN, name="bootstrap admin")
     home.mkdir(parents=True, exist_ok=True)
     path = home / "admin-key"
     path.touch(mode=0o600, exist_ok=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 
 from prodloop.settings import Settings, normalise_database_url
 
@@ -70,6 +71,13 @@ def _sqlite_engine(url: sa.URL, settings: Settings) -> sa.Engine:
 
 def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def dialect_insert(engine: sa.Engine | sa.Connection, table: sa.Table) -> Any:
+    """``INSERT`` with the dialect's ``ON CONFLICT`` clauses (SQLite and PostgreSQL spell them alike)."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 _WRITERS: dict[str, threading.Lock] = {}
