@@ -45,7 +45,13 @@ class Settings(BaseSettings):
             "NORMAL is faster and survives a crash of prodloop but not of the machine."
         ),
     )
-    pool_size: int = Field(default=10, description="PostgreSQL connection pool size per process.")
+    pool_size: int = Field(
+        default=40,
+        description=(
+            "Database connections kept open per server process; match it to the requests served at once "
+            "(the server runs up to 40 blocking handlers concurrently)."
+        ),
+    )
 
     def resolved_database_url(self) -> str:
         """The database URL to use: the explicit one, else SQLite under ``home``."""

@@ -275,9 +275,22 @@ def _clean_text(records: list[dict[str, Any]]) -> None:
 
 
 def _span_params(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    # The spans of one OTLP resource share one resource-attributes dict: encode it once.
+    encoded: dict[int, str] = {}
+
+    def dump(value: Any) -> str:
+        key = id(value)
+        text = encoded.get(key)
+        if text is None:
+            text = encoded[key] = _dump_json(value)
+        return text
+
+    resource = "resource_attributes"
     return [
         tuple(
-            _dump_json(r[name]) if name in _SPAN_JSON and r[name] is not None else r[name]
+            (dump(r[name]) if name == resource else _dump_json(r[name]))
+            if name in _SPAN_JSON and r[name] is not None
+            else r[name]
             for name in _SPAN_COLUMNS
         )
         for r in rows

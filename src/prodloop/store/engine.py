@@ -27,12 +27,9 @@ def create_store_engine(url: str | None = None, settings: Settings | None = None
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, settings)
-    return sa.create_engine(
-        parsed,
-        pool_size=settings.pool_size,
-        max_overflow=settings.pool_size * 2,
-        pool_pre_ping=True,
-    )
+    # No pre-ping (a round trip per request); connections are recycled instead, and one that the
+    # server dropped is detected on its first error and the pool refreshed.
+    return sa.create_engine(parsed, pool_size=settings.pool_size, max_overflow=10, pool_recycle=1800)
 
 
 def _sqlite_engine(url: sa.URL, settings: Settings) -> sa.Engine:
@@ -42,7 +39,7 @@ def _sqlite_engine(url: sa.URL, settings: Settings) -> sa.Engine:
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
         pool_size=settings.pool_size,
-        max_overflow=settings.pool_size * 2,
+        max_overflow=10,
     )
     synchronous = settings.sqlite_synchronous.upper()
     if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

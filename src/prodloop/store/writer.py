@@ -103,16 +103,17 @@ class _GroupWriter:
                 job.done.set()
 
 
-_WRITERS: dict[int, tuple[sa.Engine, _GroupWriter]] = {}
 _WRITERS_GUARD = threading.Lock()
 
 
 def _writer(engine: sa.Engine) -> _GroupWriter:
+    """The engine's group writer; kept on the engine so that it goes when the engine goes."""
     with _WRITERS_GUARD:
-        entry = _WRITERS.get(id(engine))
-        if entry is None or entry[0] is not engine:
-            entry = _WRITERS[id(engine)] = (engine, _GroupWriter(engine))
-        return entry[1]
+        writer: _GroupWriter | None = getattr(engine, "_prodloop_group_writer", None)
+        if writer is None:
+            writer = _GroupWriter(engine)
+            engine._prodloop_group_writer = writer  # type: ignore[attr-defined]
+        return writer
 
 
 def run_write(engine: sa.Engine, fn: Callable[[sa.Connection], T]) -> T:
