@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address that `prodloop serve` listens on.")
     port: int = Field(default=8000, description="Port that `prodloop serve` listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Server processes that `prodloop serve` runs on one port. More than one uses more cores for "
+            "ingest; each process writes to the same store."
+        ),
+    )
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024,
         description="Largest request body accepted, after gzip decompression too; larger ones get 413.",
@@ -52,6 +60,14 @@ class Settings(BaseSettings):
             "(the server runs up to 40 blocking handlers concurrently)."
         ),
     )
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``PRODLOOP_*`` variables, for worker processes to read back."""
+        return {
+            f"PRODLOOP_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
 
     def resolved_database_url(self) -> str:
         """The database URL to use: the explicit one, else SQLite under ``home``."""

@@ -509,3 +509,11 @@ def test_a_span_without_genai_attributes_maps_to_nothing() -> None:
     columns = map_genai({"http.request.method": "POST", "url.path": "/answer"}, [])
     assert all(value is None for value in columns.values()), columns
     assert not is_llm_span(columns)
+
+
+def test_spans_without_genai_attributes_map_to_the_same_empty_columns() -> None:
+    """Spans with nothing to map take a shortcut; it must give exactly what the full mapping gives."""
+    shortcut = map_genai({"http.method": "GET", "db.system": "postgresql"}, [])
+    full = map_genai({"gen_ai.unrelated": "x"}, [])
+    assert shortcut == full
+    assert all(value is None for value in shortcut.values())

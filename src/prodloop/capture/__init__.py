@@ -20,7 +20,7 @@ from prodloop.capture.shapes import (
     TraceIn,
 )
 from prodloop.capture.signals import feature_coverage, record_signals
-from prodloop.capture.traces import ingest_traces, write_spans
+from prodloop.capture.traces import ingest_otlp, ingest_traces, write_spans
 
 __all__ = [
     "SignalBatch",
@@ -35,6 +35,7 @@ __all__ = [
     "encode_response",
     "feature_coverage",
     "get_trace",
+    "ingest_otlp",
     "ingest_traces",
     "list_features",
     "list_traces",

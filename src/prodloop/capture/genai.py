@@ -11,6 +11,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 #: Operations whose spans are calls of a language model (GenAI `gen_ai.operation.name`).
 LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "completion", "llm"})
 
@@ -86,8 +88,8 @@ def _maybe_json(value: Any) -> Any:
     """Structured GenAI attributes travel as JSON strings in OTLP; decode them when they are."""
     if isinstance(value, str) and value[:1] in "[{":
         try:
-            return json.loads(value)
-        except ValueError:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
             return value
     return value
 
@@ -239,8 +241,33 @@ def _output_text(messages: list[dict[str, Any]] | None) -> str | None:
     return None if content is None else str(content)
 
 
+#: Prefixes of every attribute that the mapping reads; a span with none of them maps to nothing.
+_READ_PREFIXES = ("gen_ai.", "llm.", "openinference.", "input.", "output.", "session.", "tool.", "prodloop.")
+_NOTHING: dict[str, Any] = {
+    "operation": None,
+    "provider": None,
+    "request_model": None,
+    "response_model": None,
+    "input_tokens": None,
+    "output_tokens": None,
+    "temperature": None,
+    "top_p": None,
+    "max_tokens": None,
+    "sampling": None,
+    "conversation_id": None,
+    "tool_name": None,
+    "finish_reasons": None,
+    "input_messages": None,
+    "output_messages": None,
+    "input_text": None,
+    "output_text": None,
+}
+
+
 def map_genai(attributes: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
     """Column values for one span, from its attributes and events."""
+    if not events and not any(key.startswith(_READ_PREFIXES) for key in attributes):
+        return dict(_NOTHING)
     a = attributes
     operation = _first(a, "gen_ai.operation.name")
     oi_kind = a.get("openinference.span.kind")

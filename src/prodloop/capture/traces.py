@@ -19,7 +19,10 @@ import sqlalchemy as sa
 from rapidfuzz.distance import Levenshtein
 
 from prodloop.capture.genai import is_llm_span
+from prodloop.capture.native import native_span_records
+from prodloop.capture.otlp import parse_request, span_records
 from prodloop.store import dialect_insert, run_write
+from prodloop.store.engine import dumps_json
 from prodloop.store.schema import signals, spans, traces
 
 NUL = chr(0)
@@ -142,7 +145,26 @@ def _upsert_traces(connection: sa.Connection, rows: list[dict[str, Any]]) -> Non
             "io_rank": sa.case((takes_io, ex.io_rank), else_=t.io_rank),
         },
     )
-    connection.execute(stmt, rows)
+    sql, names = _compiled(connection.dialect, stmt)
+    if names is None:
+        connection.exec_driver_sql(sql, rows)
+    else:
+        connection.exec_driver_sql(sql, [tuple(row[name] for name in names) for row in rows])
+
+
+_COMPILED: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _compiled(dialect: sa.Dialect, stmt: Any) -> tuple[str, tuple[str, ...] | None]:
+    """The SQL text of the trace upsert for ``dialect``, compiled once and run with the driver's
+    ``executemany``: building the statement row by row cost more than the database's own work.
+    Returns the text and, for positional drivers, the parameter names in order."""
+    cached = _COMPILED.get(dialect.name)
+    if cached is None:
+        compiled = stmt.compile(dialect=dialect)
+        names = tuple(compiled.positiontup) if compiled.positional else None
+        cached = _COMPILED[dialect.name] = (str(compiled), names)
+    return cached
 
 
 def lock_join_keys(connection: sa.Connection, project_id: int, keys: Sequence[str]) -> None:
@@ -262,9 +284,9 @@ def without_nul(value: Any) -> Any:
 
 
 def _dump_json(value: Any) -> str:
-    text = json.dumps(value)
-    # json.dumps writes NUL as an escape; only then is the (rare, slower) clean-up needed.
-    return json.dumps(without_nul(value)) if ESCAPED_NUL in text else text
+    text = dumps_json(value)
+    # NUL is written as an escape; only then is the (rare, slower) clean-up needed.
+    return dumps_json(without_nul(value)) if ESCAPED_NUL in text else text
 
 
 def _clean_text(records: list[dict[str, Any]]) -> None:
@@ -363,8 +385,6 @@ def write_spans(engine: sa.Engine, project_id: int, records: Sequence[dict[str, 
 
 def ingest_traces(engine: sa.Engine, project_id: int, batch: Sequence[Any]) -> dict[str, Any]:
     """Store native traces (:class:`~prodloop.capture.shapes.TraceIn`) in one transaction."""
-    from prodloop.capture.native import native_span_records
-
     now_ns = time.time_ns()
     trace_ids: list[str] = []
     records: list[dict[str, Any]] = []
@@ -374,3 +394,10 @@ def ingest_traces(engine: sa.Engine, project_id: int, batch: Sequence[Any]) -> d
         records.extend(trace_records)
     stored = write_spans(engine, project_id, records)
     return {"accepted": len(trace_ids), "spans_stored": stored, "trace_ids": trace_ids}
+
+
+def ingest_otlp(engine: sa.Engine, project_id: int, body: bytes, encoding: str) -> tuple[int, list[str]]:
+    """Decode one OTLP/HTTP trace export and store its valid spans; returns how many spans were
+    stored as new and one reason per rejected span."""
+    records, problems = span_records(parse_request(body, encoding))
+    return write_spans(engine, project_id, records), problems

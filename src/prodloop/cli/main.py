@@ -4,6 +4,7 @@ the result; errors a user can fix are printed without a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -89,6 +90,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     db: DbOption = None,
     demo: Annotated[bool, typer.Option(help="Load the demo data when the store has no traces.")] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes sharing the port (default: PRODLOOP_WORKERS).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the prodloop server (API, OTLP endpoint, web UI). Migrates the store first."""
@@ -98,7 +102,7 @@ def serve(
     from prodloop.server.auth import bootstrap_admin
     from prodloop.store import create_store_engine, upgrade
 
-    settings = _settings(db, host=host, port=port)
+    settings = _settings(db, host=host, port=port, workers=workers)
     engine = create_store_engine(settings=settings)
     upgrade(engine)
     key = bootstrap_admin(engine, settings.home)
@@ -118,6 +122,19 @@ def serve(
         console.print(f"admin key for project 'default' (also in {admin_file}):\n[bold]{key}[/bold]")
     elif admin_file.exists():
         console.print(f"admin key: {admin_file.read_text().strip()}  (from {admin_file})")
+    if settings.workers > 1:
+        # Each worker process builds its app from the same settings, passed on through the environment.
+        os.environ.update(settings.as_environment())
+        engine.dispose()
+        uvicorn.run(
+            "prodloop.server.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=log_level,
+        )
+        return
     uvicorn.run(create_app(engine, settings), host=settings.host, port=settings.port, log_level=log_level)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from prodloop.capture import encode_response, parse_request, span_records, write_spans
+from prodloop.capture import encode_response, ingest_otlp
 from prodloop.capture.otlp import media_type
 from prodloop.server.auth import Permission, Principal
 from prodloop.server.deps import caller, engine_of, read_body
@@ -37,10 +37,10 @@ async def export_traces(
 ) -> Response:
     encoding = media_type(request.headers.get("content-type"))
     body = await read_body(request)
-    export = parse_request(body, encoding)
-    records, problems = span_records(export)
-    if records:
-        await run_in_threadpool(write_spans, engine_of(request), principal.project_id, records)
+    # Decoding is CPU work like the write: both run off the event loop.
+    _, problems = await run_in_threadpool(
+        ingest_otlp, engine_of(request), principal.project_id, body, encoding
+    )
     message = ""
     if problems:
         shown = "; ".join(problems[:_MAX_REASONS])

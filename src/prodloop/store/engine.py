@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,7 +31,14 @@ def create_store_engine(url: str | None = None, settings: Settings | None = None
         return _sqlite_engine(parsed, settings)
     # No pre-ping (a round trip per request); connections are recycled instead, and one that the
     # server dropped is detected on its first error and the pool refreshed.
-    return sa.create_engine(parsed, pool_size=settings.pool_size, max_overflow=10, pool_recycle=1800)
+    return sa.create_engine(
+        parsed,
+        pool_size=settings.pool_size,
+        max_overflow=10,
+        pool_recycle=1800,
+        json_serializer=dumps_json,
+        json_deserializer=loads_json,
+    )
 
 
 def _sqlite_engine(url: sa.URL, settings: Settings) -> sa.Engine:
@@ -40,6 +49,8 @@ def _sqlite_engine(url: sa.URL, settings: Settings) -> sa.Engine:
         connect_args={"check_same_thread": False, "timeout": 30},
         pool_size=settings.pool_size,
         max_overflow=10,
+        json_serializer=dumps_json,
+        json_deserializer=loads_json,
     )
     synchronous = settings.sqlite_synchronous.upper()
     if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -64,6 +75,23 @@ def _sqlite_engine(url: sa.URL, settings: Settings) -> sa.Engine:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text for the store: orjson (fast, and NaN becomes null, which PostgreSQL's JSONB accepts),
+    falling back to the standard library for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def loads_json(value: Any) -> Any:
+    """Read a JSON column. SQLite gives JSON columns numeric affinity, so a document that is a bare
+    number comes back as that number rather than as text."""
+    if isinstance(value, str | bytes):
+        return orjson.loads(value)
+    return value
 
 
 def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
