@@ -66,3 +66,24 @@ def test_result_is_returned_after_commit(engine: sa.Engine) -> None:
     assert run_write(engine, _add("visible")) == "visible"
     # Another connection sees it at once: the write was committed before run_write returned.
     assert "visible" in _names(engine)
+
+
+def test_sqlite_log_is_checkpointed_beside_the_writer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Commits never pay for a checkpoint; a thread of the writer copies the log into the database file."""
+    import time
+
+    from prodloop.store import create_store_engine, upgrade
+
+    path = tmp_path / "ckpt.db"
+    engine = create_store_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    before = path.stat().st_size
+    for i in range(40):
+        run_write(engine, _add(f"{i:03d}" + "x" * 90))
+    deadline = time.monotonic() + 10
+    while path.stat().st_size == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.stat().st_size > before, "the write-ahead log was never checkpointed"
+    engine.dispose()

@@ -67,6 +67,8 @@ def _sqlite_engine(url: sa.URL, settings: Settings) -> sa.Engine:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Checkpoints run beside the writer (store/writer.py), not inside a commit.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")

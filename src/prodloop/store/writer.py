@@ -28,6 +28,8 @@ T = TypeVar("T")
 MAX_GROUP = 64
 #: A writer thread with no work for this long ends; the next write starts a new one.
 IDLE_SECONDS = 2.0
+#: How often the log is checkpointed into the database file while writes come in.
+CHECKPOINT_SECONDS = 0.5
 
 
 class _Job:
@@ -46,6 +48,8 @@ class _GroupWriter:
         self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self.guard = threading.Lock()
         self.running = False
+        self.commits = 0
+        self.stopped = threading.Event()
 
     def submit(self, fn: Callable[[sa.Connection], T]) -> T:
         job = _Job(fn)
@@ -53,7 +57,11 @@ class _GroupWriter:
         with self.guard:
             if not self.running:
                 self.running = True
+                self.stopped.clear()
                 threading.Thread(target=self._loop, name="prodloop-sqlite-writer", daemon=True).start()
+                threading.Thread(
+                    target=self._checkpoints, name="prodloop-sqlite-checkpoint", daemon=True
+                ).start()
         job.done.wait()
         if job.error is not None:
             raise job.error
@@ -66,6 +74,7 @@ class _GroupWriter:
             with self.guard:
                 if self.jobs.empty():
                     self.running = False
+                    self.stopped.set()
                     return None
             first = self.jobs.get()
         group = [first]
@@ -79,6 +88,25 @@ class _GroupWriter:
     def _loop(self) -> None:
         while (group := self._next_group()) is not None:
             self._commit(group)
+
+    def _checkpoints(self) -> None:
+        """Copy the write-ahead log into the database file from a thread of its own.
+
+        SQLite's automatic checkpoint (off on prodloop's connections) would run inside a commit and
+        hold up the writes waiting behind it; a passive checkpoint here runs beside the writer.
+        """
+        done = 0
+        while True:
+            stopping = self.stopped.wait(CHECKPOINT_SECONDS)
+            if self.commits != done:
+                done = self.commits
+                raw = self.engine.raw_connection()
+                try:
+                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+                finally:
+                    raw.close()
+            if stopping:
+                return
 
     def _commit(self, group: list[_Job]) -> None:
         try:
@@ -99,6 +127,7 @@ class _GroupWriter:
                 if job.error is None:
                     job.result, job.error = None, exc
         finally:
+            self.commits += 1
             for job in group:
                 job.done.set()
 
