@@ -336,3 +336,24 @@ def py_spy_recording(
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def add_common_options(parser: Any, output: str) -> None:
+    """Options every benchmark takes: waiting for a quiet machine, py-spy sampling, the results file."""
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60,
+        help="Before each measurement, wait up to this many seconds for other work on the machine to stop.",
+    )
+    parser.add_argument(
+        "--py-spy",
+        default=None,
+        help="Path of a py-spy executable: sample each server during its measurement.",
+    )
+    parser.add_argument(
+        "--py-spy-all-threads",
+        action="store_true",
+        help="Sample every thread, waits included (default: only the thread holding the GIL).",
+    )
+    parser.add_argument("--output", default=output, help="File name under benchmarks/results/.")

@@ -575,27 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=1, help="Measurements per target; the median is reported."
     )
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=60,
-        help="Before each measurement, wait up to this many seconds for other work on the machine to stop.",
-    )
     parser.add_argument("--timeout", type=float, default=900, help="Most seconds one measurement may take.")
     parser.add_argument(
         "--stall", type=float, default=60, help="Give up when no span is stored for this long."
     )
-    parser.add_argument(
-        "--py-spy",
-        default=None,
-        help="Path of a py-spy executable: sample each server during its measurement.",
-    )
-    parser.add_argument(
-        "--py-spy-all-threads",
-        action="store_true",
-        help="Sample every thread, waits included (default: only the thread holding the GIL).",
-    )
-    parser.add_argument("--output", default="ingest.json", help="File name under benchmarks/results/.")
+    harness.add_common_options(parser, output="ingest.json")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for backend in backends:

@@ -438,29 +438,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="Measured seconds.")
     parser.add_argument("--warmup", type=float, default=3.0, help="Seconds of load before measuring.")
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=60,
-        help="Before each measurement, wait up to this many seconds for other work on the machine to stop.",
-    )
     parser.add_argument("--traces", type=int, default=2000, help="Traces stored before the load.")
     parser.add_argument(
         "--sqlite-synchronous",
         default=None,
         help="PRODLOOP_SQLITE_SYNCHRONOUS for the server (default: FULL).",
     )
-    parser.add_argument(
-        "--py-spy",
-        default=None,
-        help="Path of a py-spy executable: sample each server during its measurement.",
-    )
-    parser.add_argument(
-        "--py-spy-all-threads",
-        action="store_true",
-        help="Sample every thread, waits included (default: only the thread holding the GIL).",
-    )
-    parser.add_argument("--output", default="signals.json", help="File name under benchmarks/results/.")
+    harness.add_common_options(parser, output="signals.json")
     args = parser.parse_args(argv)
     backends = (args.backends or ("sqlite,postgresql" if args.pg_url else "sqlite")).split(",")
     backends = [b.strip() for b in backends if b.strip()]
