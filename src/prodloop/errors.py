@@ -41,6 +41,21 @@ class ValidationFailed(ProdloopError):
     status = 422
     code = "validation_failed"
 
+    @classmethod
+    def from_errors(cls, errors: list[Any]) -> ValidationFailed:
+        """From Pydantic's errors: ``detail`` is ``[{"loc": "traces.0.trace_id", "message": ...}]``
+        (the input values left out), the message names the first problem."""
+        problems = []
+        for error in errors:
+            loc = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            problems.append(
+                {"loc": loc, "message": str(error.get("msg", "invalid")).removeprefix("Value error, ")}
+            )
+        first = problems[0] if problems else {"loc": "", "message": "invalid"}
+        where = f"{first['loc']}: " if first["loc"] else ""
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        return cls(f"{where}{first['message']}{more}", problems)
+
 
 class Unauthorized(ProdloopError):
     """No API key, or one that prodloop does not know."""

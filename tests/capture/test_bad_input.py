@@ -312,3 +312,51 @@ def test_invalid_signal_is_refused_with_a_clear_message_and_nothing_is_stored(
             assert says in error["detail"][0]["message"]
             assert says in error["message"]
     assert row_counts(engine) == NOTHING
+
+
+def test_otlp_span_after_the_year_2262_is_rejected_not_a_crash(
+    client: TestClient, admin_key: str, engine: sa.Engine
+) -> None:
+    body = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "ab" * 16,
+                                "spanId": "cd" * 8,
+                                "name": "far",
+                                "startTimeUnixNano": str(2**64 - 1),
+                                "endTimeUnixNano": str(2**64 - 1),
+                            },
+                            {
+                                "traceId": "ab" * 16,
+                                "spanId": "ef" * 8,
+                                "name": "ok",
+                                "startTimeUnixNano": "1",
+                            },
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    response = client.post(
+        "/v1/traces", json=body, headers={**auth(admin_key), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    assert response.json()["partialSuccess"]["rejectedSpans"] == "1"
+    assert "2262" in response.json()["partialSuccess"]["errorMessage"]
+    assert row_counts(engine)["spans"] == 1
+
+
+def test_concatenated_gzip_members_are_read_whole(
+    client: TestClient, admin_key: str, engine: sa.Engine
+) -> None:
+    text = json.dumps({"traces": [{"feature": "f", "input": "q", "output": "a"}]}).encode()
+    body = gzip.compress(text[:20]) + gzip.compress(text[20:])
+    headers = {**auth(admin_key), "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = client.post("/api/v1/traces", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert row_counts(engine)["traces"] == 1

@@ -194,9 +194,10 @@ def test_errors_raise_the_matching_exception_with_the_servers_message(
             client.traces(cursor="garbage!")
         assert "cursor" in bad_cursor.value.message
 
-        client.log_signal(kind="explicit", name="stars")
-        with pytest.raises(ValidationFailed):
-            client.flush()
+        # A bad item fails the call that logs it, before it can spoil a batch of good ones.
+        with pytest.raises(ValidationFailed, match="trace_id or join_key"):
+            client.log_signal(kind="explicit", name="stars")
+        client.flush()
     assert issubclass(ValidationFailed, ProdloopError)
 
 
@@ -251,3 +252,34 @@ def test_async_client_iter_traces_like_the_sync_client(app: Any, admin_key: str)
             return [trace async for trace in client.iter_traces(feature="faq", limit=2)]  # type: ignore[attr-defined]
 
     assert len(asyncio.run(scenario())) == 5
+
+
+def test_a_refused_batch_does_not_take_the_rest_of_the_buffer_with_it(
+    engine: sa.Engine, admin_key: str, tmp_path: Any
+) -> None:
+    """The server refuses a batch (here: larger than its batch limit); the items buffered behind it
+    are still sent by the next flush, and only the refused batch is dropped."""
+    from prodloop.server import create_app
+    from prodloop.settings import Settings
+    from tests.conftest import LiveServer
+
+    app = create_app(engine, Settings(home=tmp_path, max_batch_items=1))
+    with LiveServer(app) as server, prodloop.Client(server.url, admin_key, batch_size=2) as client:
+        client.log_trace(trace_id="a" * 32, feature="f", input="q0", output="a")
+        with pytest.raises(ValidationFailed, match="larger than the limit"):
+            # The second trace fills a batch of 2, which is sent at once and refused.
+            client.log_trace(trace_id="b" * 32, feature="f", input="q1", output="a")
+        client.log_trace(trace_id="c" * 32, feature="f", input="q2", output="a")
+        client.log_signal(trace_id="c" * 32, kind="explicit", name="thumbs", value="up")
+        client.flush()  # one trace and one signal: within the limit
+        stored = {t["trace_id"] for t in client.traces(feature="f")["traces"]}
+        assert stored == {"c" * 32}
+        assert client.trace("c" * 32)["signals"][0]["name"] == "thumbs"
+
+
+def test_coverage_of_a_feature_whose_name_needs_quoting(live_server: Any, admin_key: str) -> None:
+    with prodloop.Client(live_server.url, admin_key) as client:
+        client.send_traces([{"feature": "support?chat#1", "input": "q", "output": "a"}])
+        client.send_traces([{"feature": "support", "input": "q", "output": "a"}])
+        assert client.coverage("support?chat#1")["traces"] == 1
+        assert client.coverage("support")["traces"] == 1

@@ -85,3 +85,42 @@ def test_openapi_describes_the_api(client: TestClient) -> None:
     )
     assert "TraceBatch" in spec["components"]["schemas"]
     assert "SignalBatch" in spec["components"]["schemas"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/traces?since=9999-12-31T00:00:00",
+        "/api/v1/traces?cursor=OTk5OTk5OTk5OTk5OTk5OTk5OTk6eA",
+    ],
+)
+def test_times_beyond_the_store_are_a_clear_error_not_a_crash(
+    client: TestClient, admin_key: str, path: str
+) -> None:
+    response = client.get(path, headers=auth(admin_key))
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["error"]["code"] in ("invalid_request", "validation_failed")
+
+
+def test_a_duration_beyond_the_store_is_refused_and_nothing_stored(
+    client: TestClient, admin_key: str, engine: Any
+) -> None:
+    import sqlalchemy as sa
+
+    from prodloop.store.schema import spans
+
+    body = {"traces": [{"feature": "f", "input": "ok"}, {"feature": "f", "duration_ms": 1e30}]}
+    response = client.post("/api/v1/traces", json=body, headers=auth(admin_key))
+    assert response.status_code == 422
+    assert "2262" in response.json()["error"]["message"]
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(spans)).scalar_one() == 0
+
+
+def test_app_refuses_an_unmigrated_store(tmp_path: Any) -> None:
+    from prodloop.errors import StoreNotReady
+    from prodloop.server import create_app
+    from prodloop.store import create_store_engine
+
+    with pytest.raises(StoreNotReady, match="prodloop db upgrade"):
+        create_app(create_store_engine(f"sqlite:///{tmp_path / 'empty.db'}"))

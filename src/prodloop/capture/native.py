@@ -9,7 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from prodloop.capture.genai import map_genai
+from prodloop.capture.queries import MAX_NS, to_ns
 from prodloop.capture.shapes import SpanIn, TextOrMessages, TraceIn
+from prodloop.errors import ValidationFailed
 
 
 def new_trace_id() -> str:
@@ -28,14 +30,18 @@ def derived_span_id(trace_id: str, position: str) -> str:
 
 
 def _ns(value: datetime | None, default: int) -> int:
-    return default if value is None else int(value.timestamp() * 1_000_000) * 1000
+    return default if value is None else to_ns(value)
 
 
 def _end_ns(start_ns: int, end: datetime | None, duration_ms: float | None) -> int:
     if end is not None:
         return _ns(end, start_ns)
     if duration_ms is not None:
-        return start_ns + int(duration_ms * 1_000_000)
+        end_ns = start_ns + int(duration_ms * 1_000_000)
+        if end_ns > MAX_NS:
+            message = f"duration_ms {duration_ms} ends after the year 2262, which prodloop cannot store"
+            raise ValidationFailed(message)
+        return end_ns
     return start_ns
 
 

@@ -8,7 +8,6 @@ values, and lowerCamelCase field names; receivers ignore unknown fields.
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import zlib
 from typing import Any
@@ -23,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from prodloop.capture.genai import map_genai
+from prodloop.capture.queries import MAX_NS
 from prodloop.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 PROTOBUF = "application/x-protobuf"
@@ -63,19 +63,28 @@ def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
             {"content_encoding": encoding},
         )
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    decompressor = zlib.decompressobj(wbits)
-    try:
-        out = decompressor.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidRequest(f"body is not valid {encoding} data: {exc}") from exc
-    if len(out) > limit or decompressor.unconsumed_tail:
-        raise PayloadTooLarge(
-            f"decompressed body is larger than the limit of {limit} bytes (PRODLOOP_MAX_REQUEST_BYTES)",
-            {"limit": limit},
-        )
-    if not decompressor.eof:
-        raise InvalidRequest(f"body is truncated {encoding} data")
-    return out
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    # A gzip body may hold several members one after another (RFC 1952); read them all.
+    while True:
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            out = decompressor.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise InvalidRequest(f"body is not valid {encoding} data: {exc}") from exc
+        size += len(out)
+        if size > limit or decompressor.unconsumed_tail:
+            raise PayloadTooLarge(
+                f"decompressed body is larger than the limit of {limit} bytes (PRODLOOP_MAX_REQUEST_BYTES)",
+                {"limit": limit},
+            )
+        if not decompressor.eof:
+            raise InvalidRequest(f"body is truncated {encoding} data")
+        parts.append(out)
+        rest = decompressor.unused_data
+        if not rest or encoding != "gzip":
+            return b"".join(parts)
 
 
 def _hex_ids_to_base64(node: Any) -> None:
@@ -178,6 +187,9 @@ def span_records(request: ExportTraceServiceRequest) -> tuple[list[dict[str, Any
                 if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
                     problems.append(f"span {span_id}: ends before it starts")
                     continue
+                if max(span.start_time_unix_nano, span.end_time_unix_nano) > MAX_NS:
+                    problems.append(f"span {span_id}: time is after what prodloop stores (the year 2262)")
+                    continue
                 attributes = attributes_dict(span.attributes)
                 events = [
                     {
@@ -221,8 +233,3 @@ def span_records(request: ExportTraceServiceRequest) -> tuple[list[dict[str, Any
                 record.update(map_genai(attributes, events))
                 records.append(record)
     return records, problems
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    """Gzip ``data``; used by tests and the SDK."""
-    return gzip.compress(data)

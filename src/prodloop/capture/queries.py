@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodloop.errors import InvalidRequest, NotFound
+from prodloop.errors import InvalidRequest, NotFound, ValidationFailed
 from prodloop.store import read_transaction
 from prodloop.store.schema import signals, spans, traces
 
@@ -29,10 +29,19 @@ class TraceFilter:
     search: str | None = None  # text that the input or output contains
 
 
+#: Times are stored as signed 64-bit nanoseconds: up to the year 2262.
+MAX_NS = 2**63 - 1
+
+
 def to_ns(value: datetime) -> int:
+    """Nanoseconds since the epoch; a time without an offset is UTC. 422 beyond what the store holds."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1_000_000) * 1000
+    ns = int(value.timestamp() * 1_000_000) * 1000
+    if not 0 <= ns <= MAX_NS:
+        shown = value.isoformat()
+        raise ValidationFailed(f"time {shown} is outside what prodloop stores, 1970 to 2262", {"time": shown})
+    return ns
 
 
 def iso(ns: int | None) -> str | None:
@@ -49,6 +58,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         start, trace_id = raw.split(":", 1)
+        if not 0 <= int(start) <= MAX_NS:
+            raise ValueError("position out of range")
         return int(start), trace_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"cursor {cursor!r} is not one that prodloop returned") from exc

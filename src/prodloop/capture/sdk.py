@@ -11,11 +11,14 @@ import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from prodloop.capture.native import new_trace_id
+from prodloop.capture.shapes import SignalIn, TraceIn
 from prodloop.errors import (
     Conflict,
     Forbidden,
@@ -85,11 +88,26 @@ class _Buffer:
         self.signals: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
-    def put_back(self, traces: list[dict[str, Any]], signals: list[dict[str, Any]]) -> None:
-        """Return items whose sending failed to the front of the buffer, so a later flush retries them."""
+    def restore(
+        self,
+        traces: list[dict[str, Any]],
+        signals: list[dict[str, Any]],
+        sent_traces: int,
+        sent_signals: int,
+        exc: Exception,
+    ) -> None:
+        """After a failed send, put what was not sent back at the front of the buffer for a later flush.
+
+        The batch that failed goes back too after network trouble or a server-side failure; a batch the
+        server refused (4xx) is dropped, since sending it again would fail again, but nothing after it.
+        """
+        skip = 0 if _worth_retrying(exc) else self.batch_size
         with self.lock:
-            self.traces[:0] = traces
-            self.signals[:0] = signals
+            if sent_traces < len(traces):
+                self.traces[:0] = traces[sent_traces + skip :]
+                self.signals[:0] = signals
+            else:
+                self.signals[:0] = signals[sent_signals + skip :]
 
     def take(self, everything: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         with self.lock:
@@ -100,14 +118,24 @@ class _Buffer:
         return traces, signals
 
 
-def _trace_item(trace: Mapping[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
-    item = _jsonable({**(trace or {}), **fields})
-    item.setdefault("trace_id", new_trace_id())
+def _checked(model: type[BaseModel], item: dict[str, Any]) -> dict[str, Any]:
+    """Validate an item where it is logged, so that a bad one fails its own call and never takes a
+    batch of good ones down with it."""
+    try:
+        model.model_validate(item)
+    except ValidationError as exc:
+        raise ValidationFailed.from_errors(list(exc.errors())) from None
     return item
 
 
+def _trace_item(trace: Mapping[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
+    item = _jsonable({**(trace or {}), **fields})
+    item.setdefault("trace_id", new_trace_id())
+    return _checked(TraceIn, item)
+
+
 def _signal_item(fields: dict[str, Any]) -> dict[str, Any]:
-    return _jsonable(fields)
+    return _checked(SignalIn, _jsonable(fields))
 
 
 class Client:
@@ -166,12 +194,14 @@ class Client:
 
     def send_traces(self, traces: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         """Send traces now, in one request; returns the server's answer."""
-        response = self._http.post("/api/v1/traces", json={"traces": [_trace_item(t, {}) for t in traces]})
-        _raise_for_error(response)
-        return response.json()  # type: ignore[no-any-return]
+        return self._post("/api/v1/traces", {"traces": [_trace_item(t, {}) for t in traces]})
 
     def send_signals(self, signals: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-        response = self._http.post("/api/v1/signals", json={"signals": [_jsonable(s) for s in signals]})
+        """Send signals now, in one request; returns the server's answer."""
+        return self._post("/api/v1/signals", {"signals": [_jsonable(s) for s in signals]})
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._http.post(path, json=body)
         _raise_for_error(response)
         return response.json()  # type: ignore[no-any-return]
 
@@ -181,13 +211,12 @@ class Client:
         try:
             # Traces first, so that signals sent in the same flush find their trace.
             for sent_traces in range(0, len(traces), size):
-                self.send_traces(traces[sent_traces : sent_traces + size])
+                self._post("/api/v1/traces", {"traces": traces[sent_traces : sent_traces + size]})
             sent_traces = len(traces)
             for sent_signals in range(0, len(signals), size):
-                self.send_signals(signals[sent_signals : sent_signals + size])
+                self._post("/api/v1/signals", {"signals": signals[sent_signals : sent_signals + size]})
         except Exception as exc:
-            if _worth_retrying(exc):
-                self._buffer.put_back(traces[sent_traces:], signals[sent_signals:])
+            self._buffer.restore(traces, signals, sent_traces, sent_signals, exc)
             raise
 
     # reading
@@ -216,7 +245,7 @@ class Client:
         self, feature: str, since: datetime | None = None, until: datetime | None = None
     ) -> dict[str, Any]:
         response = self._http.get(
-            f"/api/v1/features/{feature}/coverage", params=_params(since=since, until=until)
+            f"/api/v1/features/{quote(feature, safe='')}/coverage", params=_params(since=since, until=until)
         )
         _raise_for_error(response)
         return response.json()  # type: ignore[no-any-return]
@@ -269,14 +298,13 @@ class AsyncClient:
         await self._send(*self._buffer.take(everything=True))
 
     async def send_traces(self, traces: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-        response = await self._http.post(
-            "/api/v1/traces", json={"traces": [_trace_item(t, {}) for t in traces]}
-        )
-        _raise_for_error(response)
-        return response.json()  # type: ignore[no-any-return]
+        return await self._post("/api/v1/traces", {"traces": [_trace_item(t, {}) for t in traces]})
 
     async def send_signals(self, signals: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-        response = await self._http.post("/api/v1/signals", json={"signals": [_jsonable(s) for s in signals]})
+        return await self._post("/api/v1/signals", {"signals": [_jsonable(s) for s in signals]})
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._http.post(path, json=body)
         _raise_for_error(response)
         return response.json()  # type: ignore[no-any-return]
 
@@ -285,13 +313,12 @@ class AsyncClient:
         sent_traces = sent_signals = 0
         try:
             for sent_traces in range(0, len(traces), size):
-                await self.send_traces(traces[sent_traces : sent_traces + size])
+                await self._post("/api/v1/traces", {"traces": traces[sent_traces : sent_traces + size]})
             sent_traces = len(traces)
             for sent_signals in range(0, len(signals), size):
-                await self.send_signals(signals[sent_signals : sent_signals + size])
+                await self._post("/api/v1/signals", {"signals": signals[sent_signals : sent_signals + size]})
         except Exception as exc:
-            if _worth_retrying(exc):
-                self._buffer.put_back(traces[sent_traces:], signals[sent_signals:])
+            self._buffer.restore(traces, signals, sent_traces, sent_signals, exc)
             raise
 
     async def traces(self, **filters: Any) -> dict[str, Any]:
@@ -319,7 +346,7 @@ class AsyncClient:
         self, feature: str, since: datetime | None = None, until: datetime | None = None
     ) -> dict[str, Any]:
         response = await self._http.get(
-            f"/api/v1/features/{feature}/coverage", params=_params(since=since, until=until)
+            f"/api/v1/features/{quote(feature, safe='')}/coverage", params=_params(since=since, until=until)
         )
         _raise_for_error(response)
         return response.json()  # type: ignore[no-any-return]

@@ -121,7 +121,7 @@ def serve(
     if key:
         console.print(f"admin key for project 'default' (also in {admin_file}):\n[bold]{key}[/bold]")
     elif admin_file.exists():
-        console.print(f"admin key: {admin_file.read_text().strip()}  (from {admin_file})")
+        console.print(f"admin key: in {admin_file}")
     if settings.workers > 1:
         # Each worker process builds its app from the same settings, passed on through the environment.
         os.environ.update(settings.as_environment())

@@ -33,8 +33,8 @@ def _trace_count(engine: sa.Engine, project_id: int) -> int:
 
 
 def _span_records(batch: Sequence[DemoTrace], now_ns: int) -> list[dict[str, Any]]:
-    """The span records of demo traces, with the scenario's own root span ids (native traces get a
-    random one), so that loading the same scenario again stores no span twice."""
+    """The span records of demo traces, with the scenario's own root span ids, which its child spans
+    name as their parent."""
     records: list[dict[str, Any]] = []
     for item in batch:
         _, trace_records = native_span_records(item.trace, now_ns)

@@ -9,10 +9,11 @@ from fastapi import FastAPI
 
 from prodloop import __version__
 from prodloop.capture import SignalBatch, TraceBatch
+from prodloop.errors import StoreNotReady
 from prodloop.server import api, otlp, ui
 from prodloop.server.errors import install_error_handlers
 from prodloop.settings import Settings
-from prodloop.store import create_store_engine
+from prodloop.store import create_store_engine, is_up_to_date
 
 
 def _document_read_bodies(app: FastAPI) -> None:
@@ -46,6 +47,11 @@ def create_app(engine: sa.Engine | None = None, settings: Settings | None = None
     )
     app.state.settings = settings
     app.state.engine = engine if engine is not None else create_store_engine(settings=settings)
+    if not is_up_to_date(app.state.engine):
+        raise StoreNotReady(
+            f"the store at {app.state.engine.url.render_as_string()} is not migrated to this version of "
+            "prodloop; run `prodloop db upgrade` (prodloop serve does it by itself)"
+        )
     app.state.key_cache = {}
     install_error_handlers(app)
     app.include_router(otlp.router)

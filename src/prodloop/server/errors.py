@@ -31,22 +31,8 @@ def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "detail": detail}}
 
 
-def validation_problems(errors: list[Any]) -> list[dict[str, Any]]:
-    """Pydantic's errors as ``[{"loc": "traces.0.trace_id", "message": ...}]``, input values left out."""
-    problems = []
-    for error in errors:
-        loc = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body",))
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        problems.append({"loc": loc, "message": message})
-    return problems
-
-
 def validation_failed(exc: ValidationError | RequestValidationError) -> ValidationFailed:
-    problems = validation_problems(list(exc.errors()))
-    first = problems[0] if problems else {"loc": "", "message": "invalid"}
-    where = f"{first['loc']}: " if first["loc"] else ""
-    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-    return ValidationFailed(f"{where}{first['message']}{more}", problems)
+    return ValidationFailed.from_errors(list(exc.errors()))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -7,6 +7,7 @@ HTML error page, not the API's JSON error shape.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
@@ -16,11 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
-from prodloop.errors import Forbidden, InvalidRequest, NotFound, Unauthorized, ValidationFailed
+from prodloop.errors import Forbidden, InvalidRequest, NotFound, ProdloopError, Unauthorized, ValidationFailed
 from prodloop.server.auth import Permission, Principal
 from prodloop.server.deps import principal_of
 from prodloop.server.ui.views import templates
 
+log = logging.getLogger("prodloop.ui")
 COOKIE = "prodloop_key"
 READ_ONLY_KEY = "This key can only send data; use a viewer, annotator or admin key to open the UI."
 
@@ -110,6 +112,16 @@ class PageRoute(APIRoute):
                 return error_page(request, exc.status, "That request did not make sense", exc.message)
             except RequestValidationError:
                 return error_page(request, 400, "That request did not make sense", "a parameter is malformed")
+            except ProdloopError as exc:
+                return error_page(request, exc.status, "prodloop could not do that", exc.message)
+            except Exception:
+                log.exception("unexpected error on %s %s", request.method, request.url.path)
+                return error_page(
+                    request,
+                    500,
+                    "Something went wrong",
+                    "prodloop hit an unexpected error; the server log has the details",
+                )
             for name, value in PAGE_HEADERS.items():
                 response.headers.setdefault(name, value)
             return response

@@ -147,6 +147,7 @@ HAS_SIGNAL = {"": None, "with": True, "without": False}
 
 def _when_param(label: str, raw: str, problems: list[str]) -> datetime | None:
     """A ``datetime-local`` value (or any ISO 8601 time), read as UTC when it names no zone."""
+    raw = raw.strip()
     if not raw:
         return None
     try:
@@ -175,7 +176,8 @@ class TraceQuery:
 
     @classmethod
     def from_params(cls, params: QueryParams) -> TraceQuery:
-        return cls(**{f.name: params.get(f.name, "").strip() for f in fields(cls)})
+        # Values are taken as sent: a release or model may itself have spaces at its ends.
+        return cls(**{f.name: params.get(f.name, "") for f in fields(cls)})
 
     def page_size(self) -> int:
         return min(max(int(self.limit), 1), 200) if self.limit.isdigit() else 50
@@ -195,9 +197,9 @@ class TraceQuery:
                 release=self.release or None,
                 model=self.model or None,
                 has_signal=HAS_SIGNAL.get(self.has_signal),
-                signal=self.signal or None,
+                signal=self.signal.strip() or None,
                 status=self.status if self.status in ("ok", "error") else None,
-                search=self.q or None,
+                search=self.q.strip() or None,
             ),
             problems,
         )
