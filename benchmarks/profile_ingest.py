@@ -85,7 +85,9 @@ def store(backend: str, pg_url: str | None) -> Iterator[Any]:
         if backend == "postgresql":
             url = stack.enter_context(harness.postgres_database(pg_url or ""))
         else:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="prodloop-profile-"))
+            tmp = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="prodloop-profile-", ignore_cleanup_errors=True)
+            )
             url = f"sqlite:///{Path(tmp) / 'prodloop.db'}"
         engine = create_store_engine(url, settings=Settings())
         stack.callback(engine.dispose)

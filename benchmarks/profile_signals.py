@@ -41,7 +41,9 @@ def app_and_store(backend: str, pg_url: str | None) -> Iterator[tuple[Any, Any, 
         if backend == "postgresql":
             url = stack.enter_context(harness.postgres_database(pg_url or ""))
         else:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="prodloop-profile-"))
+            tmp = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="prodloop-profile-", ignore_cleanup_errors=True)
+            )
             url = f"sqlite:///{Path(tmp) / 'prodloop.db'}"
         settings = Settings(database_url=url)
         engine = create_store_engine(settings=settings)
