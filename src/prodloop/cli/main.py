@@ -113,15 +113,15 @@ def serve(
             err.print("loading the demo data (a customer-support assistant, 30 days)…")
             load_demo(engine, project="default", progress=True)
     url = f"http://{settings.host}:{settings.port}"
-    console.print(
-        f"prodloop {_version()} serving at [bold]{url}[/bold]  (web UI: {url}/ui, API docs: {url}/docs)"
-    )
-    console.print(f"store: {engine.url.render_as_string()}")
+    console.print(f"prodloop {_version()} serving at [bold]{url}[/bold]")
+    console.print(f"  web UI:   {url}/ui")
+    console.print(f"  API docs: {url}/docs")
+    console.print(f"  store:    {engine.url.render_as_string()}")
     admin_file = settings.home / "admin-key"
     if key:
-        console.print(f"admin key for project 'default' (also in {admin_file}):\n[bold]{key}[/bold]")
+        console.print(f"  admin key for project 'default' (also in {admin_file}):\n[bold]{key}[/bold]")
     elif admin_file.exists():
-        console.print(f"admin key: in {admin_file}")
+        console.print(f"  admin key: in {admin_file}")
     if settings.workers > 1:
         # Each worker process builds its app from the same settings, passed on through the environment.
         os.environ.update(settings.as_environment())
