@@ -171,10 +171,14 @@ def page(browser: Any, server: LiveServer) -> Iterator[Any]:
     context.close()
 
 
-def log_in(page: Any, key: str) -> None:
+def log_in(page: Any, key: str, accepted: bool = True) -> None:
+    """Sign in; with ``accepted``, wait until the browser has left the login page, so that the test's
+    next navigation cannot race the redirect (and the cookie it sets)."""
     page.goto("/ui/login")
     page.fill("input[name=key]", key)
     page.click("button[type=submit]")
+    if accepted:
+        page.wait_for_url(lambda url: "/ui/login" not in url)
 
 
 def settled(page: Any) -> None:
@@ -207,14 +211,14 @@ def test_not_logged_in_goes_to_login_and_back(page: Any, keys: dict[str, str]) -
 
 
 def test_wrong_key_shows_an_error(page: Any) -> None:
-    log_in(page, "pl_not-a-real-key")
+    log_in(page, "pl_not-a-real-key", accepted=False)
     assert "/ui/login" in page.url
     assert "not known to prodloop" in page.get_by_role("alert").inner_text()
     page.screenshot(path="/tmp/ui-login.png")
 
 
 def test_ingest_key_is_refused_with_a_reason(page: Any, keys: dict[str, str]) -> None:
-    log_in(page, keys["ingest"])
+    log_in(page, keys["ingest"], accepted=False)
     assert "/ui/login" in page.url
     alert = page.get_by_role("alert").inner_text()
     assert "can only send data" in alert and "viewer, annotator or admin key" in alert
