@@ -9,6 +9,7 @@ import pytest
 
 PACKAGES = [
     "prodloop",
+    "prodloop.annotation",
     "prodloop.capture",
     "prodloop.store",
     "prodloop.server",
