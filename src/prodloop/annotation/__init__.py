@@ -17,10 +17,21 @@ from prodloop.annotation.agreement import (
     percent_agreement,
     reliability_matrix,
 )
+from prodloop.annotation.schemas import (
+    FieldSpec,
+    FieldType,
+    LabelSchema,
+    ordinal_rank,
+    parse_schema_ref,
+    validate_label,
+)
 
 __all__ = [
     "AgreementReport",
     "DawidSkeneResult",
+    "FieldSpec",
+    "FieldType",
+    "LabelSchema",
     "Level",
     "MajorityResult",
     "Weights",
@@ -33,8 +44,11 @@ __all__ = [
     "fleiss_table",
     "krippendorff_alpha",
     "majority_vote",
+    "ordinal_rank",
     "pairwise_cohen_kappa",
+    "parse_schema_ref",
     "per_class_agreement",
     "percent_agreement",
     "reliability_matrix",
+    "validate_label",
 ]
