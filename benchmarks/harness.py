@@ -357,3 +357,24 @@ def add_common_options(parser: Any, output: str) -> None:
         help="Sample every thread, waits included (default: only the thread holding the GIL).",
     )
     parser.add_argument("--output", default=output, help="File name under benchmarks/results/.")
+
+
+@contextlib.contextmanager
+def scratch_store(backend: str, pg_url: str | None) -> Iterator[Any]:
+    """A migrated, empty prodloop store in-process for the profiling scripts: SQLite in a temporary
+    folder, or a throwaway PostgreSQL database. Yields the engine."""
+    from prodloop.settings import Settings
+    from prodloop.store import create_store_engine, upgrade
+
+    with contextlib.ExitStack() as stack:
+        if backend == "postgresql":
+            url = stack.enter_context(postgres_database(pg_url or ""))
+        else:
+            tmp = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="prodloop-profile-", ignore_cleanup_errors=True)
+            )
+            url = f"sqlite:///{Path(tmp) / 'prodloop.db'}"
+        engine = create_store_engine(url, settings=Settings(database_url=url))
+        stack.callback(engine.dispose)
+        upgrade(engine)
+        yield engine

@@ -17,10 +17,8 @@ import cProfile
 import io
 import os
 import pstats
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import harness
@@ -78,20 +76,8 @@ def encoded_batches(spans: int, batch_size: int) -> list[bytes]:
 @contextlib.contextmanager
 def store(backend: str, pg_url: str | None) -> Iterator[Any]:
     from prodloop.server.auth import ensure_project
-    from prodloop.settings import Settings
-    from prodloop.store import create_store_engine, upgrade
 
-    with contextlib.ExitStack() as stack:
-        if backend == "postgresql":
-            url = stack.enter_context(harness.postgres_database(pg_url or ""))
-        else:
-            tmp = stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="prodloop-profile-", ignore_cleanup_errors=True)
-            )
-            url = f"sqlite:///{Path(tmp) / 'prodloop.db'}"
-        engine = create_store_engine(url, settings=Settings())
-        stack.callback(engine.dispose)
-        upgrade(engine)
+    with harness.scratch_store(backend, pg_url) as engine:
         yield engine, ensure_project(engine, "default")
 
 

@@ -21,10 +21,8 @@ import os
 import pstats
 import random
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import harness
@@ -35,21 +33,10 @@ def app_and_store(backend: str, pg_url: str | None) -> Iterator[tuple[Any, Any, 
     from prodloop.server import create_app
     from prodloop.server.auth import create_api_key, ensure_project
     from prodloop.settings import Settings
-    from prodloop.store import create_store_engine, upgrade
 
-    with contextlib.ExitStack() as stack:
-        if backend == "postgresql":
-            url = stack.enter_context(harness.postgres_database(pg_url or ""))
-        else:
-            tmp = stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="prodloop-profile-", ignore_cleanup_errors=True)
-            )
-            url = f"sqlite:///{Path(tmp) / 'prodloop.db'}"
-        settings = Settings(database_url=url)
-        engine = create_store_engine(settings=settings)
-        stack.callback(engine.dispose)
-        upgrade(engine)
+    with harness.scratch_store(backend, pg_url) as engine:
         key = create_api_key(engine, "default", "admin")
+        settings = Settings(database_url=engine.url.render_as_string(hide_password=False))
         yield create_app(engine, settings), engine, ensure_project(engine, "default"), key
 
 
