@@ -11,6 +11,7 @@ PACKAGES = [
     "prodloop",
     "prodloop.annotation",
     "prodloop.capture",
+    "prodloop.datasets",
     "prodloop.store",
     "prodloop.server",
     "prodloop.errors",

@@ -46,7 +46,7 @@ def test_bad_role_is_a_clear_error_without_traceback(db: str) -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert "role 'owner' is not one of admin, ingest, annotator, viewer" in result.stderr
+    assert "role 'owner' is not one of admin, ingest, annotator, reviewer, viewer" in result.stderr
     assert "Traceback" not in result.stderr
 
 

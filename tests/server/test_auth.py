@@ -31,7 +31,7 @@ def test_key_is_stored_only_as_its_hash(engine: sa.Engine) -> None:
 
 
 def test_unknown_role_names_the_allowed_ones(engine: sa.Engine) -> None:
-    with pytest.raises(ValidationFailed, match="admin, ingest, annotator, viewer"):
+    with pytest.raises(ValidationFailed, match="admin, ingest, annotator, reviewer, viewer"):
         create_api_key(engine, "default", "owner")
 
 

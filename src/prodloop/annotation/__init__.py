@@ -1,4 +1,4 @@
-"""Annotation: label schemas, queues, gold items, label history, agreement, aggregation."""
+"""Annotation: label schemas, queues, leases, append-only labels, agreement, aggregation, adjudication."""
 
 from prodloop.annotation.aggregation import DawidSkeneResult, MajorityResult, dawid_skene, majority_vote
 from prodloop.annotation.agreement import (
@@ -17,6 +17,49 @@ from prodloop.annotation.agreement import (
     percent_agreement,
     reliability_matrix,
 )
+from prodloop.annotation.annotators import (
+    Annotator,
+    annotator_for_key,
+    list_annotators,
+    register_annotator,
+)
+from prodloop.annotation.labels import (
+    Author,
+    adjudicate,
+    correct_label,
+    current_labels,
+    disagreeing_fields,
+    escalation_summary,
+    item_history,
+    items_for_review,
+)
+from prodloop.annotation.leases import (
+    escalate_item,
+    item_view,
+    lease_next_item,
+    release_item,
+    skip_item,
+    submit_label,
+)
+from prodloop.annotation.queues import (
+    ItemIn,
+    QueueSettings,
+    add_items,
+    add_items_from_traces,
+    create_queue,
+    get_queue,
+    list_queues,
+    parse_items,
+    queue_schema,
+    sample_traces,
+)
+from prodloop.annotation.schema_store import (
+    get_schema,
+    list_schemas,
+    read_schema_file,
+    save_schema,
+    schema_versions,
+)
 from prodloop.annotation.schemas import (
     FieldSpec,
     FieldType,
@@ -28,27 +71,60 @@ from prodloop.annotation.schemas import (
 
 __all__ = [
     "AgreementReport",
+    "Annotator",
+    "Author",
     "DawidSkeneResult",
     "FieldSpec",
     "FieldType",
+    "ItemIn",
     "LabelSchema",
     "Level",
     "MajorityResult",
+    "QueueSettings",
     "Weights",
+    "add_items",
+    "add_items_from_traces",
+    "adjudicate",
     "agreement_report",
+    "annotator_for_key",
     "bootstrap_ci",
     "cohen_kappa",
+    "correct_label",
+    "create_queue",
+    "current_labels",
     "dawid_skene",
+    "disagreeing_fields",
+    "escalate_item",
+    "escalation_summary",
     "fleiss_kappa",
     "fleiss_kappa_from_ratings",
     "fleiss_table",
+    "get_queue",
+    "get_schema",
+    "item_history",
+    "item_view",
+    "items_for_review",
     "krippendorff_alpha",
+    "lease_next_item",
+    "list_annotators",
+    "list_queues",
+    "list_schemas",
     "majority_vote",
     "ordinal_rank",
     "pairwise_cohen_kappa",
+    "parse_items",
     "parse_schema_ref",
     "per_class_agreement",
     "percent_agreement",
+    "queue_schema",
+    "read_schema_file",
+    "register_annotator",
+    "release_item",
     "reliability_matrix",
+    "sample_traces",
+    "save_schema",
+    "schema_versions",
+    "skip_item",
+    "submit_label",
     "validate_label",
 ]

@@ -9,6 +9,8 @@ from prodloop.capture.queries import (
     get_trace,
     list_features,
     list_traces,
+    matching_traces,
+    trace_summaries,
 )
 from prodloop.capture.shapes import (
     SignalBatch,
@@ -39,11 +41,13 @@ __all__ = [
     "ingest_traces",
     "list_features",
     "list_traces",
+    "matching_traces",
     "native_span_records",
     "new_span_id",
     "new_trace_id",
     "parse_request",
     "record_signals",
     "span_records",
+    "trace_summaries",
     "write_spans",
 ]

@@ -171,6 +171,35 @@ def list_traces(
     return {"traces": items, "next_cursor": next_cursor}
 
 
+def matching_traces(
+    engine: sa.Engine, project_id: int, filters: TraceFilter, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Every trace that ``filters`` select (newest first, at most ``limit``), as summaries: for
+    sampling traces into an annotation queue or a monitor's window."""
+    query = (
+        sa.select(traces)
+        .where(*_conditions(project_id, filters))
+        .order_by(traces.c.start_ns.desc(), traces.c.trace_id.desc())
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    with read_transaction(engine) as connection:
+        return [trace_summary(row) for row in connection.execute(query)]
+
+
+def trace_summaries(engine: sa.Engine, project_id: int, trace_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Summaries of the traces among ``trace_ids`` that exist, by trace id."""
+    found: dict[str, dict[str, Any]] = {}
+    with read_transaction(engine) as connection:
+        for start in range(0, len(trace_ids), 500):
+            chunk = trace_ids[start : start + 500]
+            rows = connection.execute(
+                sa.select(traces).where(traces.c.project_id == project_id, traces.c.trace_id.in_(chunk))
+            )
+            found.update((row.trace_id, trace_summary(row)) for row in rows)
+    return found
+
+
 def _span_dict(row: Any) -> dict[str, Any]:
     return {
         "span_id": row.span_id,

@@ -8,12 +8,14 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from prodloop.cli.annotation import queue_app, schema_app
+from prodloop.cli.common import DbOption, ProjectOption, console, err, open_store, settings_for
+from prodloop.cli.datasets import checkpoint_app, dataset_app
 from prodloop.errors import ProdloopError
 from prodloop.settings import Settings, settings_markdown
 
@@ -29,40 +31,17 @@ traces_app = typer.Typer(help="Production traces.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(traces_app, name="traces")
-
-console = Console()
-err = Console(stderr=True)
-
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Store URL (default: PRODLOOP_DATABASE_URL, else SQLite under .prodloop/)."),
-]
-ProjectOption = Annotated[str, typer.Option("--project", "-p", help="Project name.")]
-
-
-def _settings(db: str | None = None, **overrides: Any) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if db:
-        values["database_url"] = db
-    return Settings(**values)
-
-
-def _engine(db: str | None, migrate: bool = True) -> Any:
-    from prodloop.store import create_store_engine, upgrade
-
-    settings = _settings(db)
-    engine = create_store_engine(settings=settings)
-    if migrate:
-        upgrade(engine)
-    return engine
-
+app.add_typer(schema_app, name="schema")
+app.add_typer(queue_app, name="queue")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(checkpoint_app, name="checkpoint")
 
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = None, revision: str = typer.Option("head", help="Target revision.")) -> None:
     """Apply the store's migrations (serve also does this when it starts)."""
     from prodloop.store import create_store_engine, current_revision, upgrade
 
-    engine = create_store_engine(settings=_settings(db))
+    engine = create_store_engine(settings=settings_for(db))
     upgrade(engine, revision)
     console.print(
         f"store at revision [bold]{current_revision(engine)}[/bold] ({engine.url.render_as_string()})"
@@ -72,14 +51,14 @@ def db_upgrade(db: DbOption = None, revision: str = typer.Option("head", help="T
 @keys_app.command("create")
 def keys_create(
     project: ProjectOption = "default",
-    role: Annotated[str, typer.Option(help="admin, ingest, annotator or viewer.")] = "viewer",
+    role: Annotated[str, typer.Option(help="admin, ingest, annotator, reviewer or viewer.")] = "viewer",
     name: Annotated[str | None, typer.Option(help="A label to tell keys apart.")] = None,
     db: DbOption = None,
 ) -> None:
     """Create an API key and print it. It is shown once; only its hash is stored."""
     from prodloop.server.auth import create_api_key
 
-    key = create_api_key(_engine(db), project, role, name=name)
+    key = create_api_key(open_store(db), project, role, name=name)
     err.print(f"created a key with role {role!r} for project {project!r}; it is not shown again:")
     print(key)
 
@@ -102,7 +81,7 @@ def serve(
     from prodloop.server.auth import bootstrap_admin
     from prodloop.store import create_store_engine, upgrade
 
-    settings = _settings(db, host=host, port=port, workers=workers)
+    settings = settings_for(db, host=host, port=port, workers=workers)
     engine = create_store_engine(settings=settings)
     upgrade(engine)
     key = bootstrap_admin(engine, settings.home)
@@ -155,7 +134,7 @@ def ingest(
     from prodloop.capture.bulk import ingest_jsonl
     from prodloop.server.auth import ensure_project
 
-    engine = _engine(db)
+    engine = open_store(db)
     pid = ensure_project(engine, project)
     result = ingest_jsonl(engine, pid, file, batch_size=batch_size, progress=True)
     console.print(
@@ -184,7 +163,7 @@ def traces_ls(
     from prodloop.capture import TraceFilter, list_traces
     from prodloop.server.auth import project_id
 
-    engine = _engine(db)
+    engine = open_store(db)
     filters = TraceFilter(
         feature=feature,
         since=since,
@@ -229,7 +208,7 @@ def demo(
     """Load the demo scenario: a customer-support assistant that decays after a product launch."""
     from prodloop.demo import load_demo
 
-    engine = _engine(db)
+    engine = open_store(db)
     summary = load_demo(
         engine, project=project, seed=seed, days=days, traces_per_day=traces_per_day, end=end, progress=True
     )

@@ -26,19 +26,25 @@ class Role(StrEnum):
     ADMIN = "admin"
     INGEST = "ingest"
     ANNOTATOR = "annotator"
+    REVIEWER = "reviewer"
     VIEWER = "viewer"
 
 
 class Permission(StrEnum):
     WRITE_TRACES = "write:traces"
     READ = "read"
+    # Lease items and label them (blind: an annotator's key never sees other people's labels).
+    ANNOTATE = "annotate"
+    # See every label of an item, adjudicate disagreements, correct labels, read escalations.
+    REVIEW = "review"
     ADMIN = "admin"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.INGEST: frozenset({Permission.WRITE_TRACES}),
-    Role.ANNOTATOR: frozenset({Permission.READ}),
+    Role.ANNOTATOR: frozenset({Permission.READ, Permission.ANNOTATE}),
+    Role.REVIEWER: frozenset({Permission.READ, Permission.ANNOTATE, Permission.REVIEW}),
     Role.VIEWER: frozenset({Permission.READ}),
 }
 

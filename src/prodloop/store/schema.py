@@ -24,6 +24,9 @@ metadata = sa.MetaData(
 
 #: JSON documents: JSONB on PostgreSQL, JSON text on SQLite.
 JSONDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: JSON documents where Python ``None`` is SQL NULL (not the JSON value ``null``), so that
+#: ``IS NULL`` finds them.
+NullableJSONDoc = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 #: Auto-incrementing 64-bit ids that SQLite also numbers by itself.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -156,4 +159,223 @@ signals = sa.Table(
     sa.Index("ix_signals_project_trace", "project_id", "trace_id"),
     sa.Index("ix_signals_project_join_key", "project_id", "join_key"),
     sa.Index("ix_signals_project_kind_time", "project_id", "kind", "timestamp_ns"),
+)
+
+# --------------------------------------------------------------------------------------------------
+# Annotation: schemas, annotators, queues, items, leases, labels, skips, escalations
+
+label_schemas = sa.Table(
+    "label_schemas",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    # The whole LabelSchema as JSON; never changed once written.
+    sa.Column("document", JSONDoc, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("created_by", sa.String(200)),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("project_id", "name", "version", name="uq_label_schemas_project_name_version"),
+)
+
+annotators = sa.Table(
+    "annotators",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    # "human" or "model" (a model judge, measured against gold and people like anyone else).
+    sa.Column("kind", sa.String(10), nullable=False),
+    # The API key this annotator works with, when it works through the API.
+    sa.Column("key_id", sa.Integer, sa.ForeignKey("api_keys.id"), unique=True),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("project_id", "name", name="uq_annotators_project_name"),
+)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("schema_id", BigId, sa.ForeignKey("label_schemas.id"), nullable=False),
+    # How many distinct annotators must label each item.
+    sa.Column("overlap", sa.Integer, nullable=False),
+    sa.Column("lease_seconds", sa.Integer, nullable=False),
+    # Share of leases that go to gold items while an annotator has gold items left.
+    sa.Column("gold_share", sa.Float, nullable=False),
+    sa.Column("show_suggestions", sa.Boolean, nullable=False),
+    # "unanimity" or "majority"; with "majority", items whose top share is below the threshold.
+    sa.Column("disagreement_rule", sa.String(20), nullable=False),
+    sa.Column("disagreement_threshold", sa.Float, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("project_id", "name", name="uq_queues_project_name"),
+)
+
+queue_items = sa.Table(
+    "queue_items",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("queue_id", BigId, sa.ForeignKey("queues.id"), nullable=False),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    # Identity within the queue (the trace id, the JSONL row's id, or a hash of its content), so
+    # adding the same thing twice adds it once.
+    sa.Column("item_key", sa.String(200), nullable=False),
+    sa.Column("trace_id", sa.String(32)),
+    sa.Column("priority", sa.Integer, nullable=False),
+    # What annotators see: input, output, context, metadata.
+    sa.Column("payload", JSONDoc, nullable=False),
+    # A model's suggested values, shown only where the queue allows.
+    sa.Column("suggestion", NullableJSONDoc),
+    # The known answer of a gold item; NULL for ordinary items.
+    sa.Column("gold", NullableJSONDoc),
+    sa.Column("source", sa.String(20), nullable=False),
+    # open: waiting for labels; review: labelled with disagreement (or escalated), waiting for a
+    # reviewer; done: labelled and agreed, or adjudicated.
+    sa.Column("status", sa.String(10), nullable=False),
+    # Distinct annotators with a label on this item (kept in the same transaction as the label).
+    sa.Column("n_labels", sa.Integer, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("completed_ns", sa.BigInteger),
+    sa.UniqueConstraint("queue_id", "item_key", name="uq_queue_items_queue_item_key"),
+    sa.Index("ix_queue_items_next", "queue_id", "status", "priority", "id"),
+    sa.Index("ix_queue_items_project_trace", "project_id", "trace_id"),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("queue_id", BigId, sa.ForeignKey("queues.id"), nullable=False),
+    sa.Column("item_id", BigId, sa.ForeignKey("queue_items.id"), nullable=False),
+    sa.Column("annotator_id", BigId, sa.ForeignKey("annotators.id"), nullable=False),
+    sa.Column("leased_ns", sa.BigInteger, nullable=False),
+    sa.Column("expires_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("item_id", "annotator_id", name="uq_leases_item_annotator"),
+    sa.Index("ix_leases_annotator_queue", "annotator_id", "queue_id"),
+)
+
+labels = sa.Table(
+    "labels",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("queue_id", BigId, sa.ForeignKey("queues.id"), nullable=False),
+    sa.Column("item_id", BigId, sa.ForeignKey("queue_items.id"), nullable=False),
+    sa.Column("trace_id", sa.String(32)),
+    # Whose answer this is: the annotator (or, for an adjudication, the reviewer).
+    sa.Column("annotator_id", BigId, sa.ForeignKey("annotators.id"), nullable=False),
+    # Who wrote this version, when not the annotator: a reviewer correcting someone's label.
+    sa.Column("author_id", BigId, sa.ForeignKey("annotators.id")),
+    # "annotation" (an annotator's answer) or "adjudication" (a reviewer's final value).
+    sa.Column("role", sa.String(12), nullable=False),
+    sa.Column("schema_id", BigId, sa.ForeignKey("label_schemas.id"), nullable=False),
+    sa.Column("value", JSONDoc, nullable=False),
+    # A correction names the label it replaces; a label is replaced at most once.
+    sa.Column("supersedes_id", BigId, sa.ForeignKey("labels.id"), unique=True),
+    # Why: the correction's reason, or the adjudication's rationale.
+    sa.Column("reason", sa.Text),
+    # Milliseconds from lease to submit: how long the label took.
+    sa.Column("duration_ms", sa.Integer),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Index("ix_labels_item", "item_id", "annotator_id"),
+    sa.Index("ix_labels_queue_created", "queue_id", "created_ns"),
+    sa.Index("ix_labels_project_trace", "project_id", "trace_id"),
+    # Nobody labels an item twice: one first label per annotator, item and role.
+    sa.Index(
+        "uq_labels_first_per_annotator",
+        "item_id",
+        "annotator_id",
+        "role",
+        unique=True,
+        sqlite_where=sa.text("supersedes_id IS NULL"),
+        postgresql_where=sa.text("supersedes_id IS NULL"),
+    ),
+)
+
+skips = sa.Table(
+    "skips",
+    metadata,
+    sa.Column("item_id", BigId, sa.ForeignKey("queue_items.id"), primary_key=True),
+    sa.Column("annotator_id", BigId, sa.ForeignKey("annotators.id"), primary_key=True),
+    sa.Column("queue_id", BigId, sa.ForeignKey("queues.id"), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+
+escalations = sa.Table(
+    "escalations",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("queue_id", BigId, sa.ForeignKey("queues.id"), nullable=False),
+    sa.Column("item_id", BigId, sa.ForeignKey("queue_items.id"), nullable=False),
+    sa.Column("annotator_id", BigId, sa.ForeignKey("annotators.id"), nullable=False),
+    # The schema field the note is about; NULL for the item as a whole.
+    sa.Column("field", sa.String(100)),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("resolved_ns", sa.BigInteger),
+    sa.Index("ix_escalations_queue_field", "queue_id", "field"),
+)
+
+# --------------------------------------------------------------------------------------------------
+# Datasets: immutable snapshots and the checkpoints trained or evaluated on them
+
+dataset_snapshots = sa.Table(
+    "dataset_snapshots",
+    metadata,
+    # sha256 of the snapshot's canonical content: rows and manifest.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("queue_id", BigId, sa.ForeignKey("queues.id")),
+    sa.Column("manifest", JSONDoc, nullable=False),
+    sa.Column("row_count", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(200)),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Index("ix_dataset_snapshots_project_name", "project_id", "name", "created_ns"),
+)
+
+dataset_rows = sa.Table(
+    "dataset_rows",
+    metadata,
+    sa.Column("snapshot_id", sa.String(64), sa.ForeignKey("dataset_snapshots.id"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("item_id", BigId, sa.ForeignKey("queue_items.id")),
+    sa.Column("trace_id", sa.String(32)),
+    # The row exactly as it was hashed (canonical JSON text), so re-hashing is byte-exact.
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Index("ix_dataset_rows_trace", "trace_id"),
+)
+
+dataset_row_labels = sa.Table(
+    "dataset_row_labels",
+    metadata,
+    sa.Column("snapshot_id", sa.String(64), sa.ForeignKey("dataset_snapshots.id"), primary_key=True),
+    sa.Column("label_id", BigId, sa.ForeignKey("labels.id"), primary_key=True),
+    sa.Index("ix_dataset_row_labels_label", "label_id"),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("base_model", sa.String(300)),
+    sa.Column("adapter", sa.String(300)),
+    sa.Column("metadata", JSONDoc, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("project_id", "name", name="uq_checkpoints_project_name"),
+)
+
+checkpoint_datasets = sa.Table(
+    "checkpoint_datasets",
+    metadata,
+    sa.Column("checkpoint_id", BigId, sa.ForeignKey("checkpoints.id"), primary_key=True),
+    sa.Column("snapshot_id", sa.String(64), sa.ForeignKey("dataset_snapshots.id"), primary_key=True),
+    # "train" or "eval": what the checkpoint did with the snapshot.
+    sa.Column("purpose", sa.String(10), primary_key=True),
 )

@@ -1,0 +1,370 @@
+"""The pull model: annotators lease the next item, label it, skip it or give it back.
+
+``lease_next_item`` gives the caller the highest-priority item it has not labelled or skipped and that
+is not already held by enough other annotators to satisfy the queue's overlap. A lease lasts the
+queue's ``lease_seconds``; an expired lease stops counting by itself, so an annotator who leaves
+mid-run blocks nothing. Submitting needs the lease (or, once it expired, room left on the item).
+
+Correctness under contention:
+
+- SQLite: each lease and submit is one ``BEGIN IMMEDIATE`` transaction through the store's writer,
+  so they run one at a time and each sees the last.
+- PostgreSQL: candidate items are locked with ``SELECT … FOR UPDATE SKIP LOCKED`` (concurrent
+  annotators take different items instead of queueing on one); each locked candidate is checked again
+  in a new statement, whose snapshot sees every lease committed before the lock was granted. Every
+  path that changes an item's holders (lease, submit) locks the item row first.
+- Nobody labels an item twice: a unique index over (item, annotator, role) for first labels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from prodloop.annotation.labels import label_dict, settle_item
+from prodloop.annotation.queues import _queue_row
+from prodloop.annotation.schema_store import schema_by_id
+from prodloop.annotation.schemas import validate_label
+from prodloop.errors import Conflict, NotFound
+from prodloop.store import is_sqlite, read_transaction, run_write
+from prodloop.store.schema import escalations, labels, leases, queue_items, queues, skips
+
+#: Candidates locked per attempt on PostgreSQL.
+_CANDIDATES = 4
+#: Attempts before answering that nothing is free (each attempt takes a fresh snapshot).
+_ATTEMPTS = 5
+
+
+def item_view(row: Any, queue: Any) -> dict[str, Any]:
+    """What an annotator sees of an item: never other people's labels, never whether it is gold."""
+    payload = row.payload or {}
+    return {
+        "id": row.id,
+        "queue": queue.name,
+        "trace_id": row.trace_id,
+        "priority": row.priority,
+        "input": payload.get("input"),
+        "output": payload.get("output"),
+        "context": payload.get("context"),
+        "metadata": payload.get("metadata") or {},
+        "suggestion": row.suggestion if queue.show_suggestions else None,
+    }
+
+
+def _iso(ns: int) -> str:
+    from prodloop.capture.queries import iso
+
+    return iso(ns) or ""
+
+
+def _active_holders(item: Any, annotator_id: int, now: int) -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(sa.func.count())
+        .select_from(leases)
+        .where(leases.c.item_id == item, leases.c.expires_ns > now, leases.c.annotator_id != annotator_id)
+        .scalar_subquery()
+    )
+
+
+def _not_mine(annotator_id: int) -> list[sa.ColumnElement[bool]]:
+    mine_labelled = sa.exists().where(
+        labels.c.item_id == queue_items.c.id, labels.c.annotator_id == annotator_id
+    )
+    mine_skipped = sa.exists().where(
+        skips.c.item_id == queue_items.c.id, skips.c.annotator_id == annotator_id
+    )
+    return [~mine_labelled, ~mine_skipped]
+
+
+def _has_room(connection: sa.Connection, item_id: int, overlap: int, annotator_id: int, now: int) -> bool:
+    row = connection.execute(
+        sa.select(queue_items.c.status, queue_items.c.n_labels, queue_items.c.gold).where(
+            queue_items.c.id == item_id
+        )
+    ).one()
+    if row.gold is not None:
+        return True
+    if row.status != "open":
+        return False
+    held = connection.execute(sa.select(_active_holders(item_id, annotator_id, now))).scalar_one()
+    return bool(row.n_labels + held < overlap)
+
+
+def _grant(
+    connection: sa.Connection, queue: Any, item_id: int, annotator_id: int, now: int
+) -> dict[str, Any]:
+    expires = now + queue.lease_seconds * 1_000_000_000
+    connection.execute(
+        leases.delete().where(leases.c.item_id == item_id, leases.c.annotator_id == annotator_id)
+    )
+    connection.execute(
+        leases.insert().values(
+            queue_id=queue.id, item_id=item_id, annotator_id=annotator_id, leased_ns=now, expires_ns=expires
+        )
+    )
+    row = connection.execute(sa.select(queue_items).where(queue_items.c.id == item_id)).one()
+    return {"item": item_view(row, queue), "lease": {"expires_ns": expires, "expires_at": _iso(expires)}}
+
+
+def _wants_gold(connection: sa.Connection, queue: Any, annotator_id: int) -> bool:
+    if queue.gold_share <= 0:
+        return False
+    counted = connection.execute(
+        sa.select(sa.func.count(), sa.func.count(queue_items.c.gold))
+        .select_from(labels.join(queue_items, queue_items.c.id == labels.c.item_id))
+        .where(
+            labels.c.queue_id == queue.id,
+            labels.c.annotator_id == annotator_id,
+            labels.c.role == "annotation",
+            labels.c.supersedes_id.is_(None),
+        )
+    ).one()
+    done, gold = counted
+    return bool(gold < queue.gold_share * (done + 1))
+
+
+def _next_gold(connection: sa.Connection, queue: Any, annotator_id: int) -> int | None:
+    held = sa.exists().where(leases.c.item_id == queue_items.c.id, leases.c.annotator_id == annotator_id)
+    return connection.execute(  # type: ignore[no-any-return]
+        sa.select(queue_items.c.id)
+        .where(
+            queue_items.c.queue_id == queue.id,
+            queue_items.c.gold.is_not(None),
+            ~held,
+            *_not_mine(annotator_id),
+        )
+        .order_by(queue_items.c.priority.desc(), queue_items.c.id)
+        .limit(1)
+    ).scalar()
+
+
+def _next_item(connection: sa.Connection, queue: Any, annotator_id: int, now: int) -> int | None:
+    candidates = (
+        sa.select(queue_items.c.id)
+        .where(
+            queue_items.c.queue_id == queue.id,
+            queue_items.c.status == "open",
+            queue_items.c.gold.is_(None),
+            *_not_mine(annotator_id),
+            queue_items.c.n_labels + _active_holders(queue_items.c.id, annotator_id, now) < queue.overlap,
+        )
+        .order_by(queue_items.c.priority.desc(), queue_items.c.id)
+    )
+    if is_sqlite(connection):  # one writer at a time: what this transaction reads is current
+        return connection.execute(candidates.limit(1)).scalar()  # type: ignore[no-any-return]
+    for _ in range(_ATTEMPTS):
+        locked = (
+            connection.execute(
+                candidates.limit(_CANDIDATES).with_for_update(skip_locked=True, of=queue_items)
+            )
+            .scalars()
+            .all()
+        )
+        if not locked:
+            return None
+        for item_id in locked:  # a new statement, a new snapshot: re-check what the lock now guards
+            if _has_room(connection, item_id, queue.overlap, annotator_id, now):
+                return int(item_id)
+    return None
+
+
+def lease_next_item(
+    engine: sa.Engine, project_id: int, queue: str | int, annotator_id: int
+) -> dict[str, Any] | None:
+    """Lease the caller's next item of ``queue``; ``None`` when there is nothing left for it.
+
+    An annotator who already holds an unexpired lease in the queue gets that item again (with the
+    lease renewed), so reloading a page does not take a second item.
+    """
+
+    def write(connection: sa.Connection) -> dict[str, Any] | None:
+        q = _queue_row(connection, project_id, queue)
+        now = time.time_ns()
+        held = connection.execute(
+            sa.select(leases.c.item_id)
+            .where(
+                leases.c.queue_id == q.id, leases.c.annotator_id == annotator_id, leases.c.expires_ns > now
+            )
+            .order_by(leases.c.leased_ns)
+            .limit(1)
+        ).scalar()
+        if held is not None:
+            return _grant(connection, q, held, annotator_id, now)
+        item_id = None
+        if _wants_gold(connection, q, annotator_id):
+            item_id = _next_gold(connection, q, annotator_id)
+        if item_id is None:
+            item_id = _next_item(connection, q, annotator_id, now)
+        if item_id is None:
+            return None
+        return _grant(connection, q, item_id, annotator_id, now)
+
+    return run_write(engine, write)
+
+
+def _item_and_queue(connection: sa.Connection, project_id: int, item_id: int, lock: bool) -> tuple[Any, Any]:
+    query = sa.select(queue_items).where(queue_items.c.id == item_id, queue_items.c.project_id == project_id)
+    if lock and not is_sqlite(connection):
+        query = query.with_for_update()
+    item = connection.execute(query).first()
+    if item is None:
+        raise NotFound(f"item {item_id} does not exist in this project", {"item": item_id})
+    queue = connection.execute(sa.select(queues).where(queues.c.id == item.queue_id)).one()
+    return item, queue
+
+
+def _lease_of(connection: sa.Connection, item_id: int, annotator_id: int) -> Any:
+    return connection.execute(
+        sa.select(leases).where(leases.c.item_id == item_id, leases.c.annotator_id == annotator_id)
+    ).first()
+
+
+def submit_label(
+    engine: sa.Engine, project_id: int, item_id: int, annotator_id: int, value: dict[str, Any]
+) -> dict[str, Any]:
+    """Record the caller's label of a leased item; 409 without a lease, 422 if a value breaks the
+    schema (naming the field, the value and the allowed options)."""
+    with read_transaction(engine) as connection:
+        _, queue = _item_and_queue(connection, project_id, item_id, lock=False)
+        schema_pk = queue.schema_id
+        schema = schema_by_id(connection, schema_pk)
+    checked = validate_label(schema, value)
+
+    def write(connection: sa.Connection) -> dict[str, Any]:
+        item, q = _item_and_queue(connection, project_id, item_id, lock=True)
+        now = time.time_ns()
+        lease = _lease_of(connection, item_id, annotator_id)
+        already = connection.execute(
+            sa.select(labels.c.id).where(
+                labels.c.item_id == item_id,
+                labels.c.annotator_id == annotator_id,
+                labels.c.role == "annotation",
+            )
+        ).first()
+        if already is not None:
+            raise Conflict(
+                f"you already labelled item {item_id}; to change it, correct label {already.id}",
+                {"item": item_id, "label": already.id},
+            )
+        if lease is None:
+            raise Conflict(
+                f"item {item_id} is not leased to you; "
+                f"lease it with POST /api/v1/queues/{q.name}/lease first",
+                {"item": item_id},
+            )
+        if lease.expires_ns <= now and not _has_room(connection, item_id, q.overlap, annotator_id, now):
+            raise Conflict(
+                f"your lease on item {item_id} expired and other annotators have taken it; "
+                "lease the next item",
+                {"item": item_id},
+            )
+        label_id = connection.execute(
+            labels.insert()
+            .values(
+                project_id=project_id,
+                queue_id=q.id,
+                item_id=item_id,
+                trace_id=item.trace_id,
+                annotator_id=annotator_id,
+                role="annotation",
+                schema_id=schema_pk,
+                value=checked,
+                duration_ms=max(0, (now - lease.leased_ns) // 1_000_000),
+                created_ns=now,
+            )
+            .returning(labels.c.id)
+        ).scalar_one()
+        connection.execute(leases.delete().where(leases.c.id == lease.id))
+        status = item.status
+        if item.gold is None:
+            n_labels = item.n_labels + 1
+            changes: dict[str, Any] = {"n_labels": n_labels}
+            if status == "open" and n_labels >= q.overlap:
+                status = settle_item(connection, q, item_id, schema)
+                changes.update(status=status, completed_ns=now if status == "done" else None)
+            connection.execute(queue_items.update().where(queue_items.c.id == item_id).values(**changes))
+        row = connection.execute(sa.select(labels).where(labels.c.id == label_id)).one()
+        return {"label": label_dict(row, schema.ref), "item_status": status}
+
+    return run_write(engine, write)
+
+
+def release_item(engine: sa.Engine, project_id: int, item_id: int, annotator_id: int) -> dict[str, Any]:
+    """Give the item back to the queue unlabelled (the caller may be offered it again)."""
+
+    def write(connection: sa.Connection) -> dict[str, Any]:
+        _item_and_queue(connection, project_id, item_id, lock=False)
+        released = connection.execute(
+            leases.delete().where(leases.c.item_id == item_id, leases.c.annotator_id == annotator_id)
+        ).rowcount
+        return {"item": item_id, "released": bool(released)}
+
+    return run_write(engine, write)
+
+
+def skip_item(
+    engine: sa.Engine, project_id: int, item_id: int, annotator_id: int, reason: str | None = None
+) -> dict[str, Any]:
+    """Give the item back and never offer it to the caller again; others still label it."""
+
+    def write(connection: sa.Connection) -> dict[str, Any]:
+        _, q = _item_and_queue(connection, project_id, item_id, lock=False)
+        _skip(connection, q.id, item_id, annotator_id, reason)
+        return {"item": item_id, "skipped": True}
+
+    return run_write(engine, write)
+
+
+def _skip(
+    connection: sa.Connection, queue_pk: int, item_id: int, annotator_id: int, reason: str | None
+) -> None:
+    connection.execute(
+        leases.delete().where(leases.c.item_id == item_id, leases.c.annotator_id == annotator_id)
+    )
+    exists = connection.execute(
+        sa.select(skips.c.item_id).where(skips.c.item_id == item_id, skips.c.annotator_id == annotator_id)
+    ).first()
+    if exists is None:
+        connection.execute(
+            skips.insert().values(
+                item_id=item_id,
+                annotator_id=annotator_id,
+                queue_id=queue_pk,
+                reason=reason,
+                created_ns=time.time_ns(),
+            )
+        )
+
+
+def escalate_item(
+    engine: sa.Engine, project_id: int, item_id: int, annotator_id: int, note: str, field: str | None = None
+) -> dict[str, Any]:
+    """Flag an item for a reviewer ("guideline unclear"), with a note about ``field`` (or the whole
+    item). The caller is not offered the item again; a reviewer sees it among the items to adjudicate,
+    and the notes are collected per field for the schema's owner."""
+    with read_transaction(engine) as connection:
+        _, q = _item_and_queue(connection, project_id, item_id, lock=False)
+        schema = schema_by_id(connection, q.schema_id)
+    if field is not None:
+        schema.field(field)  # 422 naming the schema's fields
+
+    def write(connection: sa.Connection) -> dict[str, Any]:
+        now = time.time_ns()
+        escalation_id = connection.execute(
+            escalations.insert()
+            .values(
+                queue_id=q.id,
+                item_id=item_id,
+                annotator_id=annotator_id,
+                field=field,
+                note=note,
+                created_ns=now,
+            )
+            .returning(escalations.c.id)
+        ).scalar_one()
+        _skip(connection, q.id, item_id, annotator_id, f"escalated: {note}")
+        return {"item": item_id, "escalation": int(escalation_id), "field": field}
+
+    return run_write(engine, write)

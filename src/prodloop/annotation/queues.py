@@ -1,0 +1,389 @@
+"""Annotation queues and their items.
+
+A queue pairs items with a label schema version and says how they are labelled: how many distinct
+annotators label each item (``overlap``), how long a lease lasts, what share of leases goes to gold
+items, whether model suggestions are shown, and when disagreement sends an item to a reviewer.
+Items come from production traces (filtered and sampled) or from JSONL rows; each keeps its trace id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
+
+import rfc8785
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prodloop.annotation.schema_store import schema_by_id, schema_id
+from prodloop.annotation.schemas import LabelSchema, validate_label
+from prodloop.capture import TraceFilter, matching_traces, trace_summaries
+from prodloop.errors import Conflict, NotFound, ValidationFailed
+from prodloop.store import dialect_insert, read_transaction, run_write
+from prodloop.store.schema import escalations, label_schemas, leases, queue_items, queues
+
+_NAME = r"^[a-z0-9][a-z0-9_-]*$"
+_TRACE_ID = r"^[0-9a-f]{32}$"
+#: Items written per statement when adding many at once.
+_INSERT_CHUNK = 500
+
+
+class QueueSettings(BaseModel):
+    """How a queue's items are labelled."""
+
+    name: Annotated[str, Field(pattern=_NAME, max_length=100, description="Unique in the project.")]
+    schema_ref: Annotated[
+        str, Field(alias="schema", description="`name@version` (or `name` for the latest version).")
+    ]
+    description: str = ""
+    overlap: Annotated[int, Field(ge=1, le=50, description="Distinct annotators per item.")] = 1
+    lease_seconds: Annotated[
+        int, Field(ge=10, le=7 * 86400, description="How long an annotator holds an item.")
+    ] = 600
+    gold_share: Annotated[
+        float, Field(ge=0.0, le=1.0, description="Share of leases that go to gold items.")
+    ] = 0.0
+    show_suggestions: bool = False
+    disagreement_rule: Literal["unanimity", "majority"] = "unanimity"
+    disagreement_threshold: Annotated[
+        float,
+        Field(
+            gt=0.0,
+            le=1.0,
+            description="With rule `majority`: items whose top answer has a smaller share go to review.",
+        ),
+    ] = 0.5
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ItemIn(BaseModel):
+    """One item to label, as a JSONL row or API object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str | None, Field(max_length=200, description="Your id; the same id is added once.")] = None
+    trace_id: Annotated[str | None, Field(pattern=_TRACE_ID)] = None
+    input: Any = None
+    output: Any = None
+    context: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    priority: int = 0
+    suggestion: dict[str, Any] | None = None
+    gold: dict[str, Any] | None = Field(None, description="The known answer: makes this a gold item.")
+
+
+def parse_items(rows: Iterable[dict[str, Any]]) -> list[ItemIn]:
+    """Read item rows; every problem is a 422 naming the row (from 1) and the field."""
+    items: list[ItemIn] = []
+    problems: list[dict[str, Any]] = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            items.append(ItemIn.model_validate(row))
+        except ValidationError as error:
+            for problem in error.errors():
+                where = ".".join(str(part) for part in problem["loc"])
+                problems.append({"row": number, "field": where, "message": problem["msg"]})
+    if problems:
+        first = problems[0]
+        raise ValidationFailed(
+            f"item row {first['row']}: {first['field'] or 'row'}: {first['message']}"
+            + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""),
+            problems,
+        )
+    return items
+
+
+# --------------------------------------------------------------------------------------------------
+# Queues
+
+
+def _queue_row(connection: sa.Connection, project_id: int, queue: str | int) -> Any:
+    where = queues.c.id == int(queue) if str(queue).isdigit() else queues.c.name == str(queue)
+    row = connection.execute(sa.select(queues).where(queues.c.project_id == project_id, where)).first()
+    if row is None:
+        raise NotFound(
+            f"queue {str(queue)!r} does not exist; `prodloop queue ls` lists them", {"queue": queue}
+        )
+    return row
+
+
+def _schema_ref(connection: sa.Connection, schema_pk: int) -> str:
+    row = connection.execute(
+        sa.select(label_schemas.c.name, label_schemas.c.version).where(label_schemas.c.id == schema_pk)
+    ).one()
+    return f"{row.name}@{row.version}"
+
+
+def _queue_dict(connection: sa.Connection, row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "schema": _schema_ref(connection, row.schema_id),
+        "overlap": row.overlap,
+        "lease_seconds": row.lease_seconds,
+        "gold_share": row.gold_share,
+        "show_suggestions": row.show_suggestions,
+        "disagreement_rule": row.disagreement_rule,
+        "disagreement_threshold": row.disagreement_threshold,
+        "created_ns": row.created_ns,
+    }
+
+
+def create_queue(engine: sa.Engine, project_id: int, settings: QueueSettings) -> dict[str, Any]:
+    """Create a queue; 409 if the name is taken, 404 if the schema version does not exist."""
+    if settings.name.isdigit():
+        raise ValidationFailed(
+            "a queue name needs a letter, so that it is not read as an id", {"name": settings.name}
+        )
+
+    def write(connection: sa.Connection) -> dict[str, Any]:
+        schema_pk, _ = schema_id(connection, project_id, settings.schema_ref)
+        try:
+            new_id = connection.execute(
+                queues.insert()
+                .values(
+                    project_id=project_id,
+                    name=settings.name,
+                    description=settings.description,
+                    schema_id=schema_pk,
+                    overlap=settings.overlap,
+                    lease_seconds=settings.lease_seconds,
+                    gold_share=settings.gold_share,
+                    show_suggestions=settings.show_suggestions,
+                    disagreement_rule=settings.disagreement_rule,
+                    disagreement_threshold=settings.disagreement_threshold,
+                    created_ns=time.time_ns(),
+                )
+                .returning(queues.c.id)
+            ).scalar_one()
+        except sa.exc.IntegrityError:
+            raise Conflict(f"queue {settings.name!r} already exists", {"queue": settings.name}) from None
+        return _queue_dict(connection, _queue_row(connection, project_id, int(new_id)))
+
+    return run_write(engine, write)
+
+
+def get_queue(engine: sa.Engine, project_id: int, queue: str | int) -> dict[str, Any]:
+    """A queue's settings and progress."""
+    with read_transaction(engine) as connection:
+        row = _queue_row(connection, project_id, queue)
+        shape = _queue_dict(connection, row)
+        shape["progress"] = _progress(connection, row)
+    return shape
+
+
+def queue_schema(engine: sa.Engine, project_id: int, queue: str | int) -> LabelSchema:
+    with read_transaction(engine) as connection:
+        return schema_by_id(connection, _queue_row(connection, project_id, queue).schema_id)
+
+
+def _progress(connection: sa.Connection, row: Any) -> dict[str, Any]:
+    counts: dict[str, int] = dict(
+        connection.execute(
+            sa.select(queue_items.c.status, sa.func.count())
+            .where(queue_items.c.queue_id == row.id, queue_items.c.gold.is_(None))
+            .group_by(queue_items.c.status)
+        ).all()
+    )
+    gold = connection.execute(
+        sa.select(sa.func.count()).where(queue_items.c.queue_id == row.id, queue_items.c.gold.is_not(None))
+    ).scalar_one()
+    labels_needed = connection.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(row.overlap - queue_items.c.n_labels), 0)).where(
+            queue_items.c.queue_id == row.id, queue_items.c.gold.is_(None), queue_items.c.status == "open"
+        )
+    ).scalar_one()
+    leased = connection.execute(
+        sa.select(sa.func.count()).where(leases.c.queue_id == row.id, leases.c.expires_ns > time.time_ns())
+    ).scalar_one()
+    open_escalations = connection.execute(
+        sa.select(sa.func.count()).where(
+            escalations.c.queue_id == row.id, escalations.c.resolved_ns.is_(None)
+        )
+    ).scalar_one()
+    total = sum(counts.values())
+    return {
+        "items": total,
+        "open": counts.get("open", 0),
+        "review": counts.get("review", 0),
+        "done": counts.get("done", 0),
+        "gold_items": gold,
+        "labels_needed": int(labels_needed),
+        "leased_now": leased,
+        "open_escalations": open_escalations,
+        "complete": total > 0 and counts.get("done", 0) == total,
+    }
+
+
+def list_queues(engine: sa.Engine, project_id: int) -> list[dict[str, Any]]:
+    """Every queue of the project, with its progress."""
+    with read_transaction(engine) as connection:
+        rows = connection.execute(
+            sa.select(queues).where(queues.c.project_id == project_id).order_by(queues.c.name)
+        ).all()
+        result = []
+        for row in rows:
+            shape = _queue_dict(connection, row)
+            shape["progress"] = _progress(connection, row)
+            result.append(shape)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Adding items
+
+
+def _content_key(payload: dict[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(payload)).hexdigest()[:40]
+
+
+def add_items(
+    engine: sa.Engine,
+    project_id: int,
+    queue: str | int,
+    items: Sequence[ItemIn],
+    source: str = "jsonl",
+) -> dict[str, int]:
+    """Add ``items`` to the queue; an item already in it (same id, trace id or content) is skipped.
+
+    Gold answers and suggestions are checked against the queue's schema, and a trace id must name a
+    trace of the project; items with a trace id and no input or output take the trace's text. All
+    items are added or (on any problem) none.
+    """
+    with read_transaction(engine) as connection:
+        row = _queue_row(connection, project_id, queue)
+        schema = schema_by_id(connection, row.schema_id)
+    traced = sorted({item.trace_id for item in items if item.trace_id})
+    summaries = trace_summaries(engine, project_id, traced) if traced else {}
+    missing = [trace_id for trace_id in traced if trace_id not in summaries]
+    if missing:
+        raise ValidationFailed(
+            f"trace {missing[0]} is not in this project"
+            + (f" (nor are {len(missing) - 1} more)" if len(missing) > 1 else ""),
+            {"missing_traces": missing[:100]},
+        )
+    records = [
+        _item_record(row.id, project_id, schema, item, summaries, source, n)
+        for n, item in enumerate(items, 1)
+    ]
+
+    def write(connection: sa.Connection) -> dict[str, int]:
+        added = 0
+        for start in range(0, len(records), _INSERT_CHUNK):
+            chunk = records[start : start + _INSERT_CHUNK]
+            insert = dialect_insert(connection, queue_items).values(chunk)
+            insert = insert.on_conflict_do_nothing(
+                index_elements=[queue_items.c.queue_id, queue_items.c.item_key]
+            )
+            added += connection.execute(insert).rowcount
+        return {"added": added, "skipped": len(records) - added}
+
+    return run_write(engine, write)
+
+
+def _item_record(
+    queue_pk: int,
+    project_id: int,
+    schema: LabelSchema,
+    item: ItemIn,
+    summaries: dict[str, dict[str, Any]],
+    source: str,
+    number: int,
+) -> dict[str, Any]:
+    trace = summaries.get(item.trace_id or "")
+    payload: dict[str, Any] = {
+        "input": item.input if item.input is not None or trace is None else trace["input"],
+        "output": item.output if item.output is not None or trace is None else trace["output"],
+        "context": item.context,
+        "metadata": dict(item.metadata),
+    }
+    if trace is not None:
+        for key in ("feature", "release", "model", "start_time"):
+            if trace.get(key) is not None:
+                payload["metadata"].setdefault(key, trace[key])
+    for kind, values in (("gold", item.gold), ("suggestion", item.suggestion)):
+        if values is not None:
+            try:
+                validate_label(schema, values)
+            except ValidationFailed as error:
+                raise ValidationFailed(f"item row {number}: {kind}: {error.message}", error.detail) from None
+    key = item.id or item.trace_id or _content_key(payload)
+    return {
+        "queue_id": queue_pk,
+        "project_id": project_id,
+        "item_key": key,
+        "trace_id": item.trace_id,
+        "priority": item.priority,
+        "payload": payload,
+        "suggestion": validate_label(schema, item.suggestion) if item.suggestion is not None else None,
+        "gold": validate_label(schema, item.gold) if item.gold is not None else None,
+        "source": source,
+        "status": "open",
+        "n_labels": 0,
+        "created_ns": time.time_ns(),
+    }
+
+
+StratifyBy = Literal["feature", "release", "model"]
+
+
+def sample_traces(
+    candidates: list[dict[str, Any]],
+    n: int | None,
+    sample: Literal["newest", "random", "stratified"] = "newest",
+    stratify_by: StratifyBy = "feature",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """``n`` of ``candidates`` (newest first): the newest, a seeded random sample, or a stratified
+    one with each stratum's share of the sample proportional to its share of the candidates (largest
+    remainders; every stratum with candidates gets at least one while ``n`` allows)."""
+    if n is None or n >= len(candidates):
+        return list(candidates)
+    if sample == "newest":
+        return candidates[:n]
+    rng = random.Random(seed)
+    if sample == "random":
+        return rng.sample(candidates, n)
+    strata: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for trace in candidates:
+        strata[trace.get(stratify_by)].append(trace)
+    exact = {key: n * len(group) / len(candidates) for key, group in strata.items()}
+    quota = {key: int(share) for key, share in exact.items()}
+    for key in sorted(strata, key=lambda k: (quota[k] > 0, -(exact[k] - quota[k]))):
+        if sum(quota.values()) >= n:
+            break
+        quota[key] += 1
+    chosen: list[dict[str, Any]] = []
+    for key, group in strata.items():
+        chosen.extend(rng.sample(group, min(quota[key], len(group))))
+    return chosen
+
+
+def add_items_from_traces(
+    engine: sa.Engine,
+    project_id: int,
+    queue: str | int,
+    filters: TraceFilter,
+    n: int | None = None,
+    sample: Literal["newest", "random", "stratified"] = "newest",
+    stratify_by: StratifyBy = "feature",
+    seed: int = 0,
+    priority: int = 0,
+) -> dict[str, int]:
+    """Add the traces that ``filters`` select (all, or a sample of ``n``) as items of the queue."""
+    if n is not None and n < 1:
+        raise ValidationFailed(f"a sample needs at least 1 trace, got {n}", {"n": n})
+    candidates = matching_traces(engine, project_id, filters, limit=n if sample == "newest" else None)
+    chosen = sample_traces(candidates, n, sample, stratify_by, seed)
+    items = [
+        ItemIn(trace_id=trace["trace_id"], input=trace["input"], output=trace["output"], priority=priority)
+        for trace in chosen
+    ]
+    result = add_items(engine, project_id, queue, items, source="traces")
+    return {**result, "matched": len(candidates)}
