@@ -36,6 +36,7 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(checkpoint_app, name="checkpoint")
 
+
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = None, revision: str = typer.Option("head", help="Target revision.")) -> None:
     """Apply the store's migrations (serve also does this when it starts)."""
