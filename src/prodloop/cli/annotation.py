@@ -6,3 +6,4 @@ import typer
 
 schema_app = typer.Typer(help="Versioned label schemas.", no_args_is_help=True)
 queue_app = typer.Typer(help="Annotation queues: items, progress, agreement.", no_args_is_help=True)
+annotator_app = typer.Typer(help="Annotators: people and model judges.", no_args_is_help=True)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from prodloop.cli.annotation import queue_app, schema_app
+from prodloop.cli.annotation import annotator_app, queue_app, schema_app
 from prodloop.cli.common import DbOption, ProjectOption, console, err, open_store, settings_for
 from prodloop.cli.datasets import checkpoint_app, dataset_app
 from prodloop.errors import ProdloopError
@@ -33,6 +33,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(traces_app, name="traces")
 app.add_typer(schema_app, name="schema")
 app.add_typer(queue_app, name="queue")
+app.add_typer(annotator_app, name="annotator")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(checkpoint_app, name="checkpoint")
 
