@@ -307,12 +307,18 @@ def _item_record(
         for key in ("feature", "release", "model", "start_time"):
             if trace.get(key) is not None:
                 payload["metadata"].setdefault(key, trace[key])
+    # A gold answer or suggestion may set only some fields: each one given is checked.
+    partial = schema.model_copy(
+        update={"fields": tuple(spec.model_copy(update={"required": False}) for spec in schema.fields)}
+    )
+    checked: dict[str, dict[str, Any] | None] = {"gold": None, "suggestion": None}
     for kind, values in (("gold", item.gold), ("suggestion", item.suggestion)):
         if values is not None:
             try:
-                validate_label(schema, values)
+                normalised = validate_label(partial, values)
             except ValidationFailed as error:
                 raise ValidationFailed(f"item row {number}: {kind}: {error.message}", error.detail) from None
+            checked[kind] = {key: value for key, value in normalised.items() if value is not None}
     key = item.id or item.trace_id or _content_key(payload)
     return {
         "queue_id": queue_pk,
@@ -321,8 +327,8 @@ def _item_record(
         "trace_id": item.trace_id,
         "priority": item.priority,
         "payload": payload,
-        "suggestion": validate_label(schema, item.suggestion) if item.suggestion is not None else None,
-        "gold": validate_label(schema, item.gold) if item.gold is not None else None,
+        "suggestion": checked["suggestion"],
+        "gold": checked["gold"],
         "source": source,
         "status": "open",
         "n_labels": 0,
@@ -387,3 +393,24 @@ def add_items_from_traces(
     ]
     result = add_items(engine, project_id, queue, items, source="traces")
     return {**result, "matched": len(candidates)}
+
+
+def change_queue_schema(engine: sa.Engine, project_id: int, queue: str | int, ref: str) -> dict[str, Any]:
+    """Move a queue to another version of its schema (say, with clearer guidelines). Labels already
+    given keep the version they were given under; new labels are checked against and record the new
+    one, so agreement by schema version shows whether the change helped."""
+
+    def write(connection: sa.Connection) -> dict[str, Any]:
+        row = _queue_row(connection, project_id, queue)
+        schema_pk, schema = schema_id(connection, project_id, ref)
+        current = schema_by_id(connection, row.schema_id)
+        if schema.name != current.name:
+            raise ValidationFailed(
+                f"queue {row.name!r} labels with {current.ref}; it can move to another version of "
+                f"{current.name!r}, not to {schema.ref} (create a new queue for another schema)",
+                {"queue": row.name, "schema": ref},
+            )
+        connection.execute(queues.update().where(queues.c.id == row.id).values(schema_id=schema_pk))
+        return _queue_dict(connection, _queue_row(connection, project_id, row.id))
+
+    return run_write(engine, write)
