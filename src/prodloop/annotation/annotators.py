@@ -48,18 +48,18 @@ def annotator_for_key(engine: sa.Engine, project_id: int, key_id: int) -> Annota
         key = connection.execute(
             sa.select(api_keys.c.name, api_keys.c.prefix).where(api_keys.c.id == key_id)
         ).one()
-        name = key.name or f"key {key.prefix}"
-        taken = connection.execute(
-            sa.select(annotators.c.id).where(annotators.c.project_id == project_id, annotators.c.name == name)
-        ).first()
-        if taken is not None:
-            name = f"{name} ({key.prefix})"
-        insert = dialect_insert(connection, annotators).values(
-            project_id=project_id, name=name, kind="human", key_id=key_id, created_ns=time.time_ns()
-        )
-        connection.execute(insert.on_conflict_do_nothing(index_elements=[annotators.c.key_id]))
-        row = connection.execute(sa.select(annotators).where(annotators.c.key_id == key_id)).one()
-        return Annotator(row.id, row.name, row.kind)
+        base = key.name or f"key {key.prefix}"
+        # The key's name, unless another annotator has it: then the name with the key's prefix, then
+        # with its id, which no other key has.
+        for name in (base, f"{base} ({key.prefix})", f"{base} (key {key_id})"):
+            insert = dialect_insert(connection, annotators).values(
+                project_id=project_id, name=name, kind="human", key_id=key_id, created_ns=time.time_ns()
+            )
+            connection.execute(insert.on_conflict_do_nothing())
+            row = connection.execute(sa.select(annotators).where(annotators.c.key_id == key_id)).first()
+            if row is not None:
+                return Annotator(row.id, row.name, row.kind)
+        raise Conflict(f"no free annotator name for key {key.prefix}; rename the key", {"key": key.prefix})
 
     return run_write(engine, create)
 

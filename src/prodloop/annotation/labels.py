@@ -20,7 +20,7 @@ from prodloop.annotation.schema_store import schema_by_id
 from prodloop.annotation.schemas import LabelSchema, validate_label
 from prodloop.capture.queries import iso
 from prodloop.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from prodloop.store import read_transaction, run_write
+from prodloop.store import is_sqlite, read_transaction, run_write
 from prodloop.store.schema import annotators, escalations, label_schemas, labels, queue_items, queues, skips
 
 #: Field types whose answers are compared for agreement; free text is not.
@@ -28,7 +28,7 @@ DISCRETE_TYPES = frozenset({"categorical", "multi_label", "ordinal", "pairwise",
 
 
 def _comparable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+    return frozenset(value) if isinstance(value, list) else value  # multi-label answers are sets
 
 
 def label_dict(row: Any, schema_ref: str, names: dict[int, str] | None = None) -> dict[str, Any]:
@@ -102,6 +102,31 @@ def settle_item(connection: sa.Connection, queue: Any, item_id: int, schema: Lab
     return "review" if disagree or escalated is not None else "done"
 
 
+def _lock_item(connection: sa.Connection, item_id: int) -> Any:
+    query = sa.select(queue_items).where(queue_items.c.id == item_id)
+    if not is_sqlite(connection):  # SQLite's writer already runs one write at a time
+        query = query.with_for_update()
+    return connection.execute(query).one()
+
+
+def _resettle(connection: sa.Connection, queue: Any, item_id: int, schema: LabelSchema) -> None:
+    """After a correction: an item with all its labels and no adjudication moves between ``review``
+    and ``done`` as its current labels now agree or not."""
+    item = _lock_item(connection, item_id)
+    if item.gold is not None or item.n_labels < queue.overlap:
+        return
+    adjudicated = _current_values(connection, item_id, role="adjudication")
+    if adjudicated:
+        return
+    status = settle_item(connection, queue, item_id, schema)
+    if status != item.status:
+        connection.execute(
+            queue_items.update()
+            .where(queue_items.c.id == item_id)
+            .values(status=status, completed_ns=time.time_ns() if status == "done" else None)
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # Corrections and history
 
@@ -138,11 +163,19 @@ def correct_label(
     checked = validate_label(schema, value)
 
     def write(connection: sa.Connection) -> dict[str, Any]:
-        newer = connection.execute(sa.select(labels.c.id).where(labels.c.supersedes_id == label_id)).first()
-        if newer is not None:
+        current = label_id
+        while True:  # to the end of the chain: the label to correct instead
+            newer = connection.execute(
+                sa.select(labels.c.id).where(labels.c.supersedes_id == current)
+            ).scalar()
+            if newer is None:
+                break
+            current = int(newer)
+        if current != label_id:
             raise Conflict(
-                f"label {label_id} was already superseded by label {newer.id}; correct that one",
-                {"label": label_id, "current": newer.id},
+                f"label {label_id} was already superseded; its current version is label {current}; "
+                "correct that one",
+                {"label": label_id, "current": current},
             )
         try:
             new_id = connection.execute(
@@ -167,6 +200,8 @@ def correct_label(
             raise Conflict(
                 f"label {label_id} was superseded at the same moment; reload it", {"label": label_id}
             ) from None
+        if old.role == "annotation":
+            _resettle(connection, queue, old.item_id, schema)
         row = connection.execute(sa.select(labels).where(labels.c.id == new_id)).one()
         return label_dict(row, schema.ref)
 
@@ -327,6 +362,7 @@ def adjudicate(
 
     def write(connection: sa.Connection) -> dict[str, Any]:
         now = time.time_ns()
+        _lock_item(connection, item_id)  # one adjudication at a time per item
         previous = _current_values(connection, item_id, role="adjudication")
         label_id = connection.execute(
             labels.insert()

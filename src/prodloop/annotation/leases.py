@@ -11,8 +11,9 @@ Correctness under contention:
   so they run one at a time and each sees the last.
 - PostgreSQL: candidate items are locked with ``SELECT … FOR UPDATE SKIP LOCKED`` (concurrent
   annotators take different items instead of queueing on one); each locked candidate is checked again
-  in a new statement, whose snapshot sees every lease committed before the lock was granted. Every
-  path that changes an item's holders (lease, submit) locks the item row first.
+  in a new statement, whose snapshot sees every lease committed before the lock was granted. When
+  every candidate is locked by others, the lease waits for one instead of answering "nothing left".
+  Every path that changes an item's holders (lease, submit) locks the item row first.
 - Nobody labels an item twice: a unique index over (item, annotator, role) for first labels.
 """
 
@@ -27,14 +28,15 @@ from prodloop.annotation.labels import label_dict, settle_item
 from prodloop.annotation.queues import _queue_row
 from prodloop.annotation.schema_store import schema_by_id
 from prodloop.annotation.schemas import validate_label
-from prodloop.errors import Conflict, NotFound
+from prodloop.errors import Conflict, NotFound, ValidationFailed
 from prodloop.store import is_sqlite, read_transaction, run_write
 from prodloop.store.schema import escalations, labels, leases, queue_items, queues, skips
 
 #: Candidates locked per attempt on PostgreSQL.
 _CANDIDATES = 4
-#: Attempts before answering that nothing is free (each attempt takes a fresh snapshot).
-_ATTEMPTS = 5
+#: Attempts before answering that nothing is free (each attempt takes a fresh snapshot, and each
+#: that fails does so because other annotators took the candidates it saw).
+_ATTEMPTS = 20
 
 
 def item_view(row: Any, queue: Any) -> dict[str, Any]:
@@ -155,6 +157,7 @@ def _next_item(connection: sa.Connection, queue: Any, annotator_id: int, now: in
     if is_sqlite(connection):  # one writer at a time: what this transaction reads is current
         return connection.execute(candidates.limit(1)).scalar()  # type: ignore[no-any-return]
     for _ in range(_ATTEMPTS):
+        attempt = connection.begin_nested()
         locked = (
             connection.execute(
                 candidates.limit(_CANDIDATES).with_for_update(skip_locked=True, of=queue_items)
@@ -163,10 +166,18 @@ def _next_item(connection: sa.Connection, queue: Any, annotator_id: int, now: in
             .all()
         )
         if not locked:
-            return None
+            # Every candidate left is locked by someone leasing or submitting right now: wait for the
+            # first rather than answer that nothing is left. This attempt holds no other lock (the
+            # last one's were given back), so the wait cannot close a cycle.
+            locked = connection.execute(candidates.limit(1).with_for_update(of=queue_items)).scalars().all()
+            if not locked:
+                attempt.commit()
+                return None
         for item_id in locked:  # a new statement, a new snapshot: re-check what the lock now guards
             if _has_room(connection, item_id, queue.overlap, annotator_id, now):
+                attempt.commit()
                 return int(item_id)
+        attempt.rollback()  # give back the locks on candidates that had no room
     return None
 
 
@@ -182,10 +193,16 @@ def lease_next_item(
     def write(connection: sa.Connection) -> dict[str, Any] | None:
         q = _queue_row(connection, project_id, queue)
         now = time.time_ns()
+        # An item still open (or gold) that the caller holds; one a reviewer settled meanwhile is
+        # not handed out again.
         held = connection.execute(
             sa.select(leases.c.item_id)
+            .join(queue_items, queue_items.c.id == leases.c.item_id)
             .where(
-                leases.c.queue_id == q.id, leases.c.annotator_id == annotator_id, leases.c.expires_ns > now
+                leases.c.queue_id == q.id,
+                leases.c.annotator_id == annotator_id,
+                leases.c.expires_ns > now,
+                sa.or_(queue_items.c.status == "open", queue_items.c.gold.is_not(None)),
             )
             .order_by(leases.c.leased_ns)
             .limit(1)
@@ -349,6 +366,11 @@ def escalate_item(
         schema = schema_by_id(connection, q.schema_id)
     if field is not None:
         schema.field(field)  # 422 naming the schema's fields
+    if not note or not note.strip():
+        raise ValidationFailed(
+            "an escalation needs a note: say what in the item or the guidelines is unclear", {"item": item_id}
+        )
+    note = note.strip()
 
     def write(connection: sa.Connection) -> dict[str, Any]:
         now = time.time_ns()

@@ -281,7 +281,8 @@ def add_items(
             insert = insert.on_conflict_do_nothing(
                 index_elements=[queue_items.c.queue_id, queue_items.c.item_key]
             )
-            added += connection.execute(insert).rowcount
+            # Count what RETURNING gives back: psycopg leaves rowcount at -1 for a multi-row INSERT.
+            added += len(connection.execute(insert.returning(queue_items.c.id)).all())
         return {"added": added, "skipped": len(records) - added}
 
     return run_write(engine, write)
@@ -319,6 +320,12 @@ def _item_record(
             except ValidationFailed as error:
                 raise ValidationFailed(f"item row {number}: {kind}: {error.message}", error.detail) from None
             checked[kind] = {key: value for key, value in normalised.items() if value is not None}
+            if kind == "gold" and not checked[kind]:  # a gold item with no answer could never be scored
+                raise ValidationFailed(
+                    f"item row {number}: gold sets none of the fields {', '.join(schema.field_names)}; "
+                    "give the known answer of at least one, or leave gold out",
+                    [{"row": number, "field": "gold", "message": "no field set"}],
+                )
     key = item.id or item.trace_id or _content_key(payload)
     return {
         "queue_id": queue_pk,
@@ -360,11 +367,16 @@ def sample_traces(
     for trace in candidates:
         strata[trace.get(stratify_by)].append(trace)
     exact = {key: n * len(group) / len(candidates) for key, group in strata.items()}
-    quota = {key: int(share) for key, share in exact.items()}
-    for key in sorted(strata, key=lambda k: (quota[k] > 0, -(exact[k] - quota[k]))):
-        if sum(quota.values()) >= n:
-            break
-        quota[key] += 1
+    if len(strata) >= n:  # no room for every stratum: one each for the n largest
+        largest = sorted(strata, key=lambda k: -exact[k])[:n]
+        quota = {key: int(key in largest) for key in strata}
+    else:  # one each first, then the rest by share: taken from the most over, given to the most under
+        quota = {key: max(1, int(share)) for key, share in exact.items()}
+        while sum(quota.values()) > n:
+            over = max((k for k in strata if quota[k] > 1), key=lambda k: (quota[k] - exact[k], exact[k]))
+            quota[over] -= 1
+        while sum(quota.values()) < n:
+            quota[max(strata, key=lambda k: exact[k] - quota[k])] += 1
     chosen: list[dict[str, Any]] = []
     for key, group in strata.items():
         chosen.extend(rng.sample(group, min(quota[key], len(group))))

@@ -59,6 +59,11 @@ def save_schema(
     """
     document = dict(document)
     asked = document.pop("version", None)
+    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
+        raise ValidationFailed(
+            f"version {asked!r} is not a whole number from 1; leave out version to take the next one",
+            [{"loc": "version", "message": "a whole number from 1"}],
+        )
     draft = LabelSchema.from_document({**document, "version": 1})
 
     def write(connection: sa.Connection) -> tuple[LabelSchema, bool]:

@@ -20,7 +20,7 @@ version and leaves the old one as it was, so every label can record the version 
 be checked against it with :func:`validate_label`.
 
 Schemas are read from a dict (:meth:`LabelSchema.from_document`) or JSON text
-(:meth:`LabelSchema.from_json`); YAML is not read yet.
+(:meth:`LabelSchema.from_json`); :func:`prodloop.annotation.read_schema_file` reads YAML files.
 """
 
 from __future__ import annotations
