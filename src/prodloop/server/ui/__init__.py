@@ -1,5 +1,11 @@
 """The web UI: server-rendered pages over the same domain functions as the API."""
 
-from prodloop.server.ui.pages import router
+from fastapi import APIRouter
+
+from prodloop.server.ui import pages, workbench
+
+router = APIRouter(include_in_schema=False)
+router.include_router(workbench.router)  # before the pages' catch-all for unknown /ui/ paths
+router.include_router(pages.router)
 
 __all__ = ["router"]
