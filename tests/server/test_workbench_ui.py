@@ -237,7 +237,7 @@ def test_annotator_labels_the_queue_with_the_keyboard(
     engine, keys = store
     pid = project_id(engine, "default")
     log_in(page, keys["annotator"])
-    page.goto("/ui/queues")
+    page.wait_for_url("**/ui/queues")  # annotators land on their queues
     page.locator("tr[data-queue=support]").get_by_role("link", name="Label").click()
     page.wait_for_url("**/ui/queues/support/annotate")
 

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from prodloop import capture
 from prodloop.capture.shapes import EXPLICIT_NAMES, IMPLICIT_NAMES
 from prodloop.errors import Forbidden, NotFound, Unauthorized
-from prodloop.server.auth import Permission, authenticate
+from prodloop.server.auth import Permission, Role, authenticate
 from prodloop.server.deps import engine_of
 from prodloop.server.ui.session import (
     COOKIE,
@@ -65,7 +65,9 @@ def login(request: Request, key: Annotated[str, Form()] = "", next: Annotated[st
         principal.require(Permission.READ)
     except Forbidden:
         return login_page(request, READ_ONLY_KEY, status=403, next_path=next)
-    response = RedirectResponse(safe_next(next), status_code=303)
+    # Annotators start at their queues; everyone else at the traces.
+    landing = "/ui/queues" if principal.role == Role.ANNOTATOR and not next else safe_next(next)
+    response = RedirectResponse(landing, status_code=303)
     response.set_cookie(
         COOKIE,
         key,

@@ -83,7 +83,7 @@ def login_page(
     return templates.TemplateResponse(
         request,
         "login.html",
-        {"error": error, "next": safe_next(next_path), "principal": None},
+        {"error": error, "next": safe_next(next_path) if next_path else "", "principal": None},
         status_code=status,
         headers=PAGE_HEADERS,
     )
