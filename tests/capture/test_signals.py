@@ -234,7 +234,8 @@ def test_thumbs_up_and_down_are_thumbs_signals(client: TestClient, admin_key: st
     assert (signal["kind"], signal["name"], signal["value"]) == ("explicit", "thumbs", "up")
     assert get_trace(client, admin_key, down)["signals"][0]["value"] == "down"
     assert listed(client, admin_key, signal="thumbs") == {up, down}
-    assert listed(client, admin_key, signal="thumbs_up") == set()
+    assert listed(client, admin_key, signal="thumbs_up") == {up}  # the same signal, by its value
+    assert listed(client, admin_key, signal="thumbs_down") == {down}
     page = client.get("/api/v1/traces", headers=auth(admin_key)).json()["traces"]
     badges = {t["trace_id"]: t["signals"] for t in page}
     assert badges == {up: {"thumbs:up": 1}, down: {"thumbs:down": 1}, other: {}}

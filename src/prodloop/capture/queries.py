@@ -24,7 +24,7 @@ class TraceFilter:
     release: str | None = None
     model: str | None = None
     has_signal: bool | None = None
-    signal: str | None = None  # a signal name (thumbs, edit, escalated…) the trace must have
+    signal: str | None = None  # a signal name (thumbs, thumbs_down, edit, escalated…) the trace must have
     status: str | None = None  # "error" or "ok"
     search: str | None = None  # text that the input or output contains
 
@@ -67,7 +67,9 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 
 def _signal_exists(name: str | None) -> sa.ColumnElement[bool]:
     clause = sa.and_(signals.c.project_id == traces.c.project_id, signals.c.trace_id == traces.c.trace_id)
-    if name is not None:
+    if name in ("thumbs_up", "thumbs_down"):  # stored as `thumbs` with value up (1) or down (0)
+        clause = sa.and_(clause, signals.c.name == "thumbs", signals.c.value_num == (1.0 if name == "thumbs_up" else 0.0))
+    elif name is not None:
         clause = sa.and_(clause, signals.c.name == name)
     return sa.exists(sa.select(sa.literal(1)).where(clause))
 
