@@ -586,3 +586,16 @@ def test_text_from_users_is_printed_as_it_is(sqlite_engine: sa.Engine, tmp_path:
     review = one_line(cli(db, "queue", "review", "triage").stdout)
     assert "refund [/b] [bold]now" in review and "[red]eve" in review and "[/] odd" in review
     assert "[red]eve" in cli(db, "queue", "aggregate", "triage").stdout
+
+
+def test_queue_set_schema_moves_to_a_new_version_of_the_same_schema(db: str, tmp_path: Path) -> None:
+    make_queue(db, tmp_path)
+    clearer = {**INTENT, "guidelines": INTENT["guidelines"] + "\nA refund request is never billing.\n"}
+    cli(db, "schema", "create", str(write_schema(tmp_path, clearer, "v2.yaml")))
+    moved = cli(db, "queue", "set-schema", "triage", "--schema", "support-intent@2")
+    assert "queue triage now labels with support-intent@2" in moved.output
+    shown = json.loads(cli(db, "queue", "show", "triage", "--format", "json").output)
+    assert shown["schema"] == "support-intent@2"
+    cli(db, "schema", "create", str(write_schema(tmp_path, {**INTENT, "name": "tone-only"}, "other.yaml")))
+    error = fails(db, "queue", "set-schema", "triage", "--schema", "tone-only@1")
+    assert "another version of 'support-intent'" in error.message

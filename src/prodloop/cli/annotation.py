@@ -407,6 +407,24 @@ def queue_show(
 # prodloop queue add
 
 
+@queue_app.command("set-schema")
+def queue_set_schema(
+    ctx: typer.Context,
+    queue: QueueArgument,
+    schema: Annotated[
+        str, typer.Option("--schema", help="Another version of the queue's schema: NAME@VERSION.")
+    ],
+    project: ProjectOption = "default",
+    db: DbOption = None,
+) -> None:
+    """Move a queue to another version of its schema; labels already given keep theirs."""
+    from prodloop.annotation import change_queue_schema
+
+    engine = _open(ctx, db)
+    shape = change_queue_schema(engine, project_of(engine, project), queue, schema)
+    console.print(f"queue {escape(shape['name'])} now labels with {escape(shape['schema'])}")
+
+
 def _jsonl_rows(path: Path, progress: Progress, task: Any) -> Iterator[tuple[int, Any]]:
     """``(line number, parsed row)`` for each non-blank line, read as a stream; for a line that is not
     JSON the row is a ``_NotJson`` that says why."""
