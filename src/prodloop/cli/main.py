@@ -92,13 +92,16 @@ def serve(
 
         if not has_traces(engine):
             err.print("loading the demo data (a customer-support assistant, 30 days)…")
-            load_demo(engine, project="default", progress=True)
+            load_demo(engine, project="default", progress=True, annotator_keys=settings.home / "demo-keys")
     url = f"http://{settings.host}:{settings.port}"
     console.print(f"prodloop {_version()} serving at [bold]{url}[/bold]")
     console.print(f"  web UI:   {url}/ui")
     console.print(f"  API docs: {url}/docs")
     console.print(f"  store:    {engine.url.render_as_string()}")
     admin_file = settings.home / "admin-key"
+    demo_keys = settings.home / "demo-keys"
+    if demo_keys.exists():
+        console.print(f"  demo annotator and reviewer keys: in {demo_keys} (sign in as one to label)")
     if key:
         console.print(f"  admin key for project 'default' (also in {admin_file}):\n[bold]{key}[/bold]")
     elif admin_file.exists():
@@ -211,13 +214,23 @@ def demo(
     from prodloop.demo import load_demo
 
     engine = open_store(db)
+    keys_file = settings_for(db).home / "demo-keys"
     summary = load_demo(
-        engine, project=project, seed=seed, days=days, traces_per_day=traces_per_day, end=end, progress=True
+        engine,
+        project=project,
+        seed=seed,
+        days=days,
+        traces_per_day=traces_per_day,
+        end=end,
+        progress=True,
+        annotator_keys=keys_file,
     )
     console.print(
         f"loaded {summary['traces']} traces, {summary['spans']} spans and {summary['signals']} signals "
         f"into project {project!r}"
     )
+    if keys_file.exists():
+        console.print(f"keys of the demo's annotators and reviewer: in {keys_file}")
 
 
 @app.command("settings")

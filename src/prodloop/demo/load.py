@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from prodloop.capture import native_span_records, record_signals, write_spans
+from prodloop.demo.annotation import label_demo_queue
 from prodloop.demo.scenario import DemoTrace, generate_scenario
 from prodloop.server.auth import ensure_project
 from prodloop.store import read_transaction
@@ -51,11 +53,14 @@ def load_demo(
     traces_per_day: int = 700,
     end: datetime | None = None,
     progress: bool = False,
+    annotator_keys: Path | None = None,
 ) -> dict[str, int]:
-    """Generate the demo scenario (:mod:`prodloop.demo.scenario`) and store it in ``project``.
+    """Generate the demo scenario (:mod:`prodloop.demo.scenario`) and store it in ``project``, then
+    label a review queue of its answers (:mod:`prodloop.demo.annotation`).
 
     Returns how many traces, spans and signals were new: loading the same scenario again stores
-    nothing twice and returns zeros.
+    nothing twice and returns zeros. With ``annotator_keys``, the demo's annotators and reviewer get
+    API keys, written to that file (mode 0600) and never printed.
     """
     project_id = ensure_project(engine, project)
     before = _trace_count(engine, project_id)
@@ -81,5 +86,6 @@ def load_demo(
             signal_batch = scenario.signals[i : i + SIGNAL_BATCH]
             totals["signals"] += record_signals(engine, project_id, signal_batch).accepted
             bar.update(task, advance=len(signal_batch))
+        label_demo_queue(engine, project, scenario, bar=bar, keys_file=annotator_keys)
     totals["traces"] = _trace_count(engine, project_id) - before
     return totals
