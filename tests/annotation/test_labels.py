@@ -25,14 +25,17 @@ from prodloop.annotation import (
     get_queue,
     item_history,
     items_for_review,
+    items_of_trace,
+    labels_by_ids,
     lease_next_item,
+    register_annotator,
     save_schema,
     submit_label,
 )
 from prodloop.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from prodloop.server.auth import ensure_project
 from prodloop.store.schema import labels
-from tests.annotation.test_queues import INTENT, annotators, make_queue, rows
+from tests.annotation.test_queues import INTENT, annotators, make_queue, rows, traced
 
 
 def label_next(
@@ -470,3 +473,80 @@ def test_an_item_settled_by_a_reviewer_is_not_handed_out_again(engine: sa.Engine
     adjudicate(engine, pid, item_id, reviewer, {"intent": "bug"}, "obvious from the title")
     again = lease_next_item(engine, pid, "triage", first)
     assert again is not None and again["item"]["id"] != item_id
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading labels by id and items by trace (what the datasets package uses)
+
+
+def test_labels_by_ids_gives_each_label_once_with_its_people_schema_and_chain(
+    engine: sa.Engine, one_label: tuple[int, list[int], dict[str, Any]]
+) -> None:
+    pid, (_, _, reviewer), first = one_label
+    judge = register_annotator(engine, pid, "judge-1", kind="model").id
+    theirs = label_next(engine, pid, judge, {"intent": "bug"})
+    fixed = correct_label(
+        engine, pid, first["id"], Author(reviewer, reviewer=True), {"intent": "refund"}, "guideline 3.2"
+    )
+    final = adjudicate(engine, pid, first["item_id"], reviewer, {"intent": "refund"}, "refund asked")
+
+    found = labels_by_ids(
+        engine, pid, [final["id"], fixed["id"], first["id"], theirs["id"], first["id"], 10**9]
+    )
+    assert [label["id"] for label in found] == [first["id"], theirs["id"], fixed["id"], final["id"]]
+    assert [(label["annotator"], label["author"], label["kind"], label["role"]) for label in found] == [
+        ("ann-0", "ann-0", "human", "annotation"),
+        ("judge-1", "judge-1", "model", "annotation"),
+        ("ann-0", "ann-2", "human", "annotation"),
+        ("ann-2", "ann-2", "human", "adjudication"),
+    ]
+    assert [label["supersedes"] for label in found] == [None, None, first["id"], None]
+    assert {label["schema"] for label in found} == {"support-intent@1"}
+    assert found[0]["value"] == {"intent": "billing", "tags": ["vip"], "note": None}
+    # The same shape as the item's history, plus the annotator's kind.
+    history = {label["id"]: label for label in item_history(engine, pid, first["item_id"])["labels"]}
+    for label in found:
+        expected = {key: value for key, value in history[label["id"]].items() if key != "current"}
+        assert {key: value for key, value in label.items() if key != "kind"} == expected
+    # Labels of another project are not there to read.
+    other = ensure_project(engine, "elsewhere")
+    assert labels_by_ids(engine, other, [label["id"] for label in found]) == []
+    assert labels_by_ids(engine, pid, []) == []
+
+
+def test_labels_by_ids_reads_more_ids_than_one_query_may_bind(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid, _ = make_queue(engine)
+    add_items(engine, pid, "triage", rows(5))
+    (person,) = annotators(engine, pid, 1)
+    ids = [label_next(engine, pid, person, {"intent": "bug"})["id"] for _ in range(5)]
+    # 70,000 ids: more bound parameters than PostgreSQL takes in one statement (65,535).
+    asked = [*reversed(ids), *range(10**9, 10**9 + 70_000)]
+    found = labels_by_ids(engine, pid, asked)
+    assert [label["id"] for label in found] == sorted(ids)
+    monkeypatch.setattr("prodloop.annotation.labels._IN_CHUNK", 2)
+    assert labels_by_ids(engine, pid, ids) == found
+
+
+def test_items_of_trace_lists_every_queue_that_holds_the_trace(engine: sa.Engine) -> None:
+    pid, triage = make_queue(engine)
+    second = create_queue(
+        engine, pid, QueueSettings(name="second-look", schema="support-intent@1", overlap=2)
+    )
+    shared, alone = traced(engine, pid, 2)
+    add_items(engine, pid, "triage", [ItemIn(trace_id=shared)])
+    add_items(engine, pid, "second-look", [ItemIn(trace_id=alone), ItemIn(trace_id=shared)])
+    (person,) = annotators(engine, pid, 1)
+    labelled = label_next(engine, pid, person, {"intent": "refund"})  # triage: overlap 1, so done
+
+    found = items_of_trace(engine, pid, shared.upper())
+    assert [(item["queue_id"], item["queue"], item["status"]) for item in found] == [
+        (triage["id"], "triage", "done"),
+        (second["id"], "second-look", "open"),
+    ]
+    assert found[0]["item_id"] == labelled["item_id"] < found[1]["item_id"]
+    assert item_history(engine, pid, found[1]["item_id"])["trace_id"] == shared
+    assert [item["queue"] for item in items_of_trace(engine, pid, alone)] == ["second-look"]
+    assert items_of_trace(engine, pid, "0" * 32) == []
+    assert items_of_trace(engine, ensure_project(engine, "elsewhere"), shared) == []

@@ -32,6 +32,8 @@ from prodloop.annotation.labels import (
     escalation_summary,
     item_history,
     items_for_review,
+    items_of_trace,
+    labels_by_ids,
 )
 from prodloop.annotation.leases import (
     escalate_item,
@@ -120,7 +122,9 @@ __all__ = [
     "item_history",
     "item_view",
     "items_for_review",
+    "items_of_trace",
     "krippendorff_alpha",
+    "labels_by_ids",
     "lease_next_item",
     "list_annotators",
     "list_queues",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -473,5 +473,75 @@ def current_labels(
             "created_ns": row.created_ns,
             "duration_ms": row.duration_ms,
         }
+        for row in rows
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading labels and items for other packages (datasets lineage): by id, and by trace
+
+#: Ids per ``IN (…)`` list, well under SQLite's limit on bound parameters.
+_IN_CHUNK = 500
+
+
+def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), _IN_CHUNK):
+        yield ordered[start : start + _IN_CHUNK]
+
+
+def labels_by_ids(engine: sa.Engine, project_id: int, ids: Iterable[int]) -> list[dict[str, Any]]:
+    """The labels with these ids, oldest id first, each once: the shape of :func:`item_history`'s
+    labels (item, trace, annotator and author names, role, schema ref, value, supersedes, reason,
+    time) plus the annotator's ``kind`` (human or model). Ids that are not labels of this project
+    are left out. Reads any number of ids, a chunk at a time."""
+    with read_transaction(engine) as connection:
+        rows: list[Any] = []
+        for chunk in _chunks(ids):
+            rows += connection.execute(
+                sa.select(labels)
+                .where(labels.c.project_id == project_id, labels.c.id.in_(chunk))
+                .order_by(labels.c.id)
+            ).all()
+        people: dict[int, Any] = {}
+        for chunk in _chunks(
+            {row.annotator_id for row in rows} | {row.author_id for row in rows if row.author_id}
+        ):
+            found = connection.execute(
+                sa.select(annotators.c.id, annotators.c.name, annotators.c.kind).where(
+                    annotators.c.id.in_(chunk)
+                )
+            )
+            people.update((person.id, person) for person in found)
+        refs: dict[int, str] = {}
+        for chunk in _chunks({row.schema_id for row in rows}):
+            refs.update(_schema_refs(connection, set(chunk)))
+    names = {person_id: person.name for person_id, person in people.items()}
+    shaped = []
+    for row in rows:
+        shape = label_dict(row, refs[row.schema_id], names)
+        shape["kind"] = people[row.annotator_id].kind
+        shaped.append(shape)
+    return shaped
+
+
+def items_of_trace(engine: sa.Engine, project_id: int, trace_id: str) -> list[dict[str, Any]]:
+    """The queue items that hold a trace, in the order they were added: each item's id, its queue
+    (id and name) and its status (open, review or done). Empty when no queue holds the trace."""
+    trace_id = trace_id.strip().lower()
+    with read_transaction(engine) as connection:
+        rows = connection.execute(
+            sa.select(
+                queue_items.c.id,
+                queue_items.c.queue_id,
+                queue_items.c.status,
+                queues.c.name.label("queue"),
+            )
+            .join(queues, queues.c.id == queue_items.c.queue_id)
+            .where(queue_items.c.project_id == project_id, queue_items.c.trace_id == trace_id)
+            .order_by(queue_items.c.id)
+        ).all()
+    return [
+        {"item_id": row.id, "queue_id": row.queue_id, "queue": row.queue, "status": row.status}
         for row in rows
     ]

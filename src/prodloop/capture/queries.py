@@ -68,7 +68,9 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 def _signal_exists(name: str | None) -> sa.ColumnElement[bool]:
     clause = sa.and_(signals.c.project_id == traces.c.project_id, signals.c.trace_id == traces.c.trace_id)
     if name in ("thumbs_up", "thumbs_down"):  # stored as `thumbs` with value up (1) or down (0)
-        clause = sa.and_(clause, signals.c.name == "thumbs", signals.c.value_num == (1.0 if name == "thumbs_up" else 0.0))
+        clause = sa.and_(
+            clause, signals.c.name == "thumbs", signals.c.value_num == (1.0 if name == "thumbs_up" else 0.0)
+        )
     elif name is not None:
         clause = sa.and_(clause, signals.c.name == name)
     return sa.exists(sa.select(sa.literal(1)).where(clause))

@@ -3,7 +3,8 @@ checkpoint back to the exact labels (and the people) behind it.
 
 The labels behind a snapshot are fixed when it is made (``dataset_row_labels``); since labels are
 never changed or deleted, reading them back gives the very labels that were snapshotted, however many
-corrections came later.
+corrections came later. Labels and queue items belong to :mod:`prodloop.annotation`, so they are read
+through its functions, never from its tables.
 """
 
 from __future__ import annotations
@@ -20,25 +21,33 @@ from prodloop.datasets.checkpoints import _checkpoint_row, _datasets_of, _view
 from prodloop.errors import NotFound, ValidationFailed
 from prodloop.store import read_transaction
 from prodloop.store.schema import (
-    annotators,
     checkpoint_datasets,
     checkpoints,
     dataset_row_labels,
     dataset_rows,
     dataset_snapshots,
-    label_schemas,
-    labels,
-    queue_items,
-    queues,
 )
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+#: What checkpoint lineage shows of each label (from :func:`prodloop.annotation.labels_by_ids`).
+_LABEL_KEYS = (
+    "id",
+    "item_id",
+    "trace_id",
+    "annotator",
+    "kind",
+    "role",
+    "schema",
+    "value",
+    "supersedes",
+    "created_at",
+)
 
 
 def trace_lineage(engine: sa.Engine, project_id: int, trace_id: str) -> dict[str, Any]:
     """A trace's queue items, every version of their labels, the snapshots that hold it (with its
     row there), and the checkpoints trained or evaluated on those snapshots."""
-    from prodloop.annotation import item_history
+    from prodloop.annotation import item_history, items_of_trace
     from prodloop.capture import trace_summaries
 
     trace_id = trace_id.strip().lower()
@@ -46,13 +55,8 @@ def trace_lineage(engine: sa.Engine, project_id: int, trace_id: str) -> dict[str
         raise ValidationFailed(f"{trace_id!r} is not a trace id (32 hex digits)", {"trace_id": trace_id})
     if not trace_summaries(engine, project_id, [trace_id]):
         raise NotFound(f"trace {trace_id} does not exist in this project", {"trace_id": trace_id})
+    items = items_of_trace(engine, project_id, trace_id)
     with read_transaction(engine) as connection:
-        items = connection.execute(
-            sa.select(queue_items.c.id, queue_items.c.status, queues.c.name.label("queue"))
-            .join(queues, queues.c.id == queue_items.c.queue_id)
-            .where(queue_items.c.project_id == project_id, queue_items.c.trace_id == trace_id)
-            .order_by(queue_items.c.id)
-        ).all()
         rows = connection.execute(
             sa.select(
                 dataset_rows.c.snapshot_id,
@@ -82,7 +86,7 @@ def trace_lineage(engine: sa.Engine, project_id: int, trace_id: str) -> dict[str
             )
             .order_by(checkpoints.c.created_ns, checkpoints.c.name, checkpoint_datasets.c.purpose.desc())
         ).all()
-    histories = [item_history(engine, project_id, item.id) for item in items]
+    histories = [item_history(engine, project_id, item["item_id"]) for item in items]
     snapshots = []
     for row in rows:
         content = json.loads(row.content)
@@ -102,7 +106,12 @@ def trace_lineage(engine: sa.Engine, project_id: int, trace_id: str) -> dict[str
     return {
         "trace_id": trace_id,
         "items": [
-            {"item_id": item.id, "queue": item.queue, "status": item.status, "labels": history["labels"]}
+            {
+                "item_id": item["item_id"],
+                "queue": item["queue"],
+                "status": item["status"],
+                "labels": history["labels"],
+            }
             for item, history in zip(items, histories, strict=True)
         ],
         "labels": [label for history in histories for label in history["labels"]],
@@ -125,55 +134,33 @@ def checkpoint_lineage(engine: sa.Engine, project_id: int, name: str) -> dict[st
     """A checkpoint's snapshots and the exact labels behind them: each label's id, item, trace,
     annotator (name and kind), role, schema version, value and time, and which snapshots (and so
     which purposes) it reached the checkpoint through; with a count per annotator."""
+    from prodloop.annotation import labels_by_ids
+
     with read_transaction(engine) as connection:
         checkpoint = _checkpoint_row(connection, project_id, name)
         datasets = _datasets_of(connection, [checkpoint.id]).get(checkpoint.id, [])
         snapshot_ids = {entry["snapshot_id"] for entry in datasets}
-        linked = connection.execute(
-            sa.select(
-                dataset_row_labels.c.snapshot_id,
-                labels.c.id,
-                labels.c.item_id,
-                labels.c.trace_id,
-                labels.c.role,
-                labels.c.value,
-                labels.c.supersedes_id,
-                labels.c.created_ns,
-                annotators.c.name.label("annotator"),
-                annotators.c.kind,
-                label_schemas.c.name.label("schema_name"),
-                label_schemas.c.version.label("schema_version"),
-            )
-            .join(labels, labels.c.id == dataset_row_labels.c.label_id)
-            .join(annotators, annotators.c.id == labels.c.annotator_id)
-            .join(label_schemas, label_schemas.c.id == labels.c.schema_id)
+        links = connection.execute(
+            sa.select(dataset_row_labels.c.label_id, dataset_row_labels.c.snapshot_id)
             .where(dataset_row_labels.c.snapshot_id.in_(snapshot_ids))
-            .order_by(labels.c.id, dataset_row_labels.c.snapshot_id)
+            .order_by(dataset_row_labels.c.label_id, dataset_row_labels.c.snapshot_id)
         ).all()
     purposes: dict[str, list[str]] = {}
     for dataset in datasets:
         purposes.setdefault(dataset["snapshot_id"], []).append(dataset["purpose"])
-    by_label: dict[int, dict[str, Any]] = {}
-    for row in linked:
-        entry = by_label.get(row.id)
-        if entry is None:
-            entry = by_label[row.id] = {
-                "id": row.id,
-                "item_id": row.item_id,
-                "trace_id": row.trace_id,
-                "annotator": row.annotator,
-                "kind": row.kind,
-                "role": row.role,
-                "schema": f"{row.schema_name}@{row.schema_version}",
-                "value": row.value,
-                "supersedes": row.supersedes_id,
-                "created_at": iso(row.created_ns),
-                "snapshots": [],
-                "purposes": [],
-            }
-        entry["snapshots"].append(row.snapshot_id)
-        entry["purposes"] = sorted(set(entry["purposes"]) | set(purposes[row.snapshot_id]), reverse=True)
-    found = list(by_label.values())
+    through: dict[int, list[str]] = {}
+    for link in links:
+        through.setdefault(link.label_id, []).append(link.snapshot_id)
+    found = [
+        {
+            **{key: label[key] for key in _LABEL_KEYS},
+            "snapshots": through[label["id"]],
+            "purposes": sorted(
+                {purpose for snapshot in through[label["id"]] for purpose in purposes[snapshot]}, reverse=True
+            ),
+        }
+        for label in labels_by_ids(engine, project_id, through)
+    ]
     people = Counter((entry["annotator"], entry["kind"]) for entry in found)
     return {
         "checkpoint": _view(checkpoint, datasets),

@@ -242,8 +242,7 @@ def snapshot_queue(
     content was already stored, which is then returned as it is. The snapshot is written in one
     transaction: all of it, or (on any failure) nothing.
     """
-    from prodloop.annotation import get_queue
-    from prodloop.annotation.quality import final_labels
+    from prodloop.annotation import final_labels, get_queue
 
     name = name.strip()
     if not name or len(name) > 200:
