@@ -176,6 +176,7 @@ def test_gold_accuracy_orders_annotators_and_matches_wilson(labelled: Any) -> No
         low, high = proportion_confint(entry["n_correct"], entry["n_gold"], alpha=0.05, method="wilson")
         assert entry["ci"] == pytest.approx([low, high], abs=1e-12)
         assert entry["flagged"] == (entry["accuracy"] < 0.7)
+        assert entry["confidently_below"] == (high < 0.7)
     assert by_name["careful"]["accuracy"] > by_name["sloppy"]["accuracy"]
 
 

@@ -182,7 +182,8 @@ def gold_accuracy(
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """Each annotator's (and model judge's) accuracy on the queue's gold items, with a Wilson
-    confidence interval; annotators below ``threshold`` are flagged. A gold item counts as correct
+    confidence interval; annotators below ``threshold`` are flagged, and ``confidently_below`` says
+    whether even the interval's upper end is below it. A gold item counts as correct
     when every field the gold answer sets (free text aside) matches; per-field accuracy is also given."""
     if not 0 < threshold <= 1:
         raise ValidationFailed(f"threshold must be in (0, 1], got {threshold}")
@@ -225,6 +226,8 @@ def gold_accuracy(
             if key.endswith(":seen")
         }
         entry["flagged"] = entry["accuracy"] < threshold
+        # Below the threshold even at the top of its interval: not a matter of too few gold items.
+        entry["confidently_below"] = entry["ci"][1] < threshold
         result.append(entry)
     return {"queue": str(queue), "threshold": threshold, "confidence": confidence, "annotators": result}
 

@@ -773,7 +773,13 @@ def queue_gold(
             str(entry["n_correct"]),
             _pct(entry["accuracy"]),
             _interval(entry["ci"], digits=2),
-            "[red]FLAGGED[/red]" if entry["flagged"] else "ok",
+            (
+                "[red]FLAGGED (whole interval below)[/red]"
+                if entry["confidently_below"]
+                else "[red]FLAGGED[/red]"
+                if entry["flagged"]
+                else "ok"
+            ),
         )
     console.print(table)
 
