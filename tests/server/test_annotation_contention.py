@@ -82,11 +82,16 @@ def run_annotators(url: str, keys: list[str], mischief: bool) -> Counter[tuple[s
 
 
 def test_fifty_annotators_at_once(
-    engine: sa.Engine, live_server: LiveServer, admin_key: str, monkeypatch: pytest.MonkeyPatch
+    engine: sa.Engine,
+    live_server: LiveServer,
+    admin_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     from prodloop.annotation import leases
 
     admin = httpx.Client(base_url=live_server.url, headers=auth(admin_key), timeout=60)
+    request.addfinalizer(admin.close)
     assert admin.post("/api/v1/schemas", json=SCHEMA).status_code == 201
     queue = {
         "name": "contention",
@@ -113,7 +118,6 @@ def test_fifty_annotators_at_once(
     stayers = [key for n, key in enumerate(keys) if n not in LEAVERS]
     second = run_annotators(live_server.url, stayers, mischief=False)
     admin_progress = admin.get("/api/v1/queues/contention").json()["progress"]
-    admin.close()
 
     statuses = first + second
     unexpected = {call: n for call, n in statuses.items() if call[1] not in (200, 201, 204)}

@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -153,31 +152,9 @@ _SCHEMA_DOCUMENT = {
 }
 
 
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities written as strings: JSON has no such numbers, and an error
-    that echoes a client's NaN must still be JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    return value
-
-
-@contextmanager
-def _safe_errors() -> Iterator[None]:
-    try:
-        yield
-    except ProdloopError as error:
-        error.detail = _json_safe(error.detail)
-        raise
-
-
 async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking domain function off the event loop."""
-    with _safe_errors():
-        return await run_in_threadpool(fn, *args, **kwargs)
+    return await run_in_threadpool(fn, *args, **kwargs)
 
 
 def _non_finite(document: Any, where: str = "") -> str | None:

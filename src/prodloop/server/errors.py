@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,6 +32,24 @@ def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "detail": detail}}
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities written as strings: JSON has no such numbers, and an error
+    whose detail echoes a client's NaN must still be JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _response(error: ProdloopError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error.code, error.message, json_safe(error.detail)), status_code=error.status
+    )
+
+
 def validation_failed(exc: ValidationError | RequestValidationError) -> ValidationFailed:
     return ValidationFailed.from_errors(list(exc.errors()))
 
@@ -38,12 +57,11 @@ def validation_failed(exc: ValidationError | RequestValidationError) -> Validati
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProdloopError)
     async def _prodloop(_request: Request, exc: ProdloopError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return _response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        error = validation_failed(exc)
-        return JSONResponse(error.to_dict(), status_code=error.status)
+        return _response(validation_failed(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
