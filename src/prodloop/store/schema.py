@@ -240,8 +240,17 @@ queue_items = sa.Table(
     sa.Column("created_ns", sa.BigInteger, nullable=False),
     sa.Column("completed_ns", sa.BigInteger),
     sa.UniqueConstraint("queue_id", "item_key", name="uq_queue_items_queue_item_key"),
-    sa.Index("ix_queue_items_next", "queue_id", "status", "priority", "id"),
     sa.Index("ix_queue_items_project_trace", "project_id", "trace_id"),
+)
+
+# The order annotators are served in (highest priority first, then oldest): a lease reads the index
+# in this order and stops at the first item with room, instead of sorting every open item.
+sa.Index(
+    "ix_queue_items_next",
+    queue_items.c.queue_id,
+    queue_items.c.status,
+    queue_items.c.priority.desc(),
+    queue_items.c.id,
 )
 
 leases = sa.Table(

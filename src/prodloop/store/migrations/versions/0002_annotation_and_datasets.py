@@ -168,7 +168,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("queue_id", "item_key", name="uq_queue_items_queue_item_key"),
     )
     with op.batch_alter_table("queue_items", schema=None) as batch_op:
-        batch_op.create_index("ix_queue_items_next", ["queue_id", "status", "priority", "id"], unique=False)
+        batch_op.create_index(
+            "ix_queue_items_next", ["queue_id", "status", sa.text("priority DESC"), "id"], unique=False
+        )
         batch_op.create_index("ix_queue_items_project_trace", ["project_id", "trace_id"], unique=False)
 
     op.create_table(
