@@ -20,6 +20,7 @@ Correctness under contention:
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,8 +30,8 @@ from prodloop.annotation.queues import _queue_row
 from prodloop.annotation.schema_store import schema_by_id
 from prodloop.annotation.schemas import validate_label
 from prodloop.errors import Conflict, NotFound, ValidationFailed
-from prodloop.store import is_sqlite, read_transaction, run_write
-from prodloop.store.schema import escalations, labels, leases, queue_items, queues, skips
+from prodloop.store import dialect_insert, is_sqlite, read_transaction, run_write
+from prodloop.store.schema import annotators, escalations, labels, leases, queue_items, queues, skips
 
 #: Candidates locked per attempt on PostgreSQL.
 _CANDIDATES = 4
@@ -82,28 +83,29 @@ def _not_mine(annotator_id: int) -> list[sa.ColumnElement[bool]]:
 
 def _has_room(connection: sa.Connection, item_id: int, overlap: int, annotator_id: int, now: int) -> bool:
     row = connection.execute(
-        sa.select(queue_items.c.status, queue_items.c.n_labels, queue_items.c.gold).where(
-            queue_items.c.id == item_id
-        )
+        sa.select(
+            queue_items.c.status,
+            queue_items.c.n_labels,
+            queue_items.c.gold.is_not(None).label("is_gold"),
+            _active_holders(queue_items.c.id, annotator_id, now).label("held"),
+        ).where(queue_items.c.id == item_id)
     ).one()
-    if row.gold is not None:
+    if row.is_gold:
         return True
-    if row.status != "open":
-        return False
-    held = connection.execute(sa.select(_active_holders(item_id, annotator_id, now))).scalar_one()
-    return bool(row.n_labels + held < overlap)
+    return row.status == "open" and bool(row.n_labels + row.held < overlap)
 
 
 def _grant(
     connection: sa.Connection, queue: Any, item_id: int, annotator_id: int, now: int
 ) -> dict[str, Any]:
     expires = now + queue.lease_seconds * 1_000_000_000
-    connection.execute(
-        leases.delete().where(leases.c.item_id == item_id, leases.c.annotator_id == annotator_id)
+    grant = dialect_insert(connection, leases).values(
+        queue_id=queue.id, item_id=item_id, annotator_id=annotator_id, leased_ns=now, expires_ns=expires
     )
     connection.execute(
-        leases.insert().values(
-            queue_id=queue.id, item_id=item_id, annotator_id=annotator_id, leased_ns=now, expires_ns=expires
+        grant.on_conflict_do_update(
+            index_elements=[leases.c.item_id, leases.c.annotator_id],
+            set_={"leased_ns": now, "expires_ns": expires},
         )
     )
     row = connection.execute(sa.select(queue_items).where(queue_items.c.id == item_id)).one()
@@ -184,7 +186,8 @@ def _next_item(connection: sa.Connection, queue: Any, annotator_id: int, now: in
 def lease_next_item(
     engine: sa.Engine, project_id: int, queue: str | int, annotator_id: int
 ) -> dict[str, Any] | None:
-    """Lease the caller's next item of ``queue``; ``None`` when there is nothing left for it.
+    """Lease the caller's next item of ``queue``: ``{"item", "lease", "schema"}`` (the schema version
+    to label with), or ``None`` when there is nothing left for it.
 
     An annotator who already holds an unexpired lease in the queue gets that item again (with the
     lease renewed), so reloading a page does not take a second item.
@@ -208,7 +211,7 @@ def lease_next_item(
             .limit(1)
         ).scalar()
         if held is not None:
-            return _grant(connection, q, held, annotator_id, now)
+            return {**_grant(connection, q, held, annotator_id, now), "schema": q.schema_ref}
         item_id = None
         if _wants_gold(connection, q, annotator_id):
             item_id = _next_gold(connection, q, annotator_id)
@@ -216,26 +219,29 @@ def lease_next_item(
             item_id = _next_item(connection, q, annotator_id, now)
         if item_id is None:
             return None
-        return _grant(connection, q, item_id, annotator_id, now)
+        return {**_grant(connection, q, item_id, annotator_id, now), "schema": q.schema_ref}
 
     return run_write(engine, write)
 
 
+_QUEUE_COLUMNS = [column.label(f"queue__{column.name}") for column in queues.c]
+
+
 def _item_and_queue(connection: sa.Connection, project_id: int, item_id: int, lock: bool) -> tuple[Any, Any]:
-    query = sa.select(queue_items).where(queue_items.c.id == item_id, queue_items.c.project_id == project_id)
+    """The item (its row locked, with ``lock``, on PostgreSQL) and its queue, in one statement."""
+    query = (
+        sa.select(queue_items, *_QUEUE_COLUMNS)
+        .join(queues, queues.c.id == queue_items.c.queue_id)
+        .where(queue_items.c.id == item_id, queue_items.c.project_id == project_id)
+    )
     if lock and not is_sqlite(connection):
-        query = query.with_for_update()
-    item = connection.execute(query).first()
-    if item is None:
+        query = query.with_for_update(of=queue_items)
+    row = connection.execute(query).first()
+    if row is None:
         raise NotFound(f"item {item_id} does not exist in this project", {"item": item_id})
-    queue = connection.execute(sa.select(queues).where(queues.c.id == item.queue_id)).one()
-    return item, queue
-
-
-def _lease_of(connection: sa.Connection, item_id: int, annotator_id: int) -> Any:
-    return connection.execute(
-        sa.select(leases).where(leases.c.item_id == item_id, leases.c.annotator_id == annotator_id)
-    ).first()
+    fields = row._asdict()
+    queue = SimpleNamespace(**{column.name: fields[f"queue__{column.name}"] for column in queues.c})
+    return row, queue
 
 
 def submit_label(
@@ -252,19 +258,40 @@ def submit_label(
     def write(connection: sa.Connection) -> dict[str, Any]:
         item, q = _item_and_queue(connection, project_id, item_id, lock=True)
         now = time.time_ns()
-        lease = _lease_of(connection, item_id, annotator_id)
-        already = connection.execute(
-            sa.select(labels.c.id).where(
+        # Who the caller is, its lease on the item, and any label it already gave: one statement.
+        already = (
+            sa.select(labels.c.id)
+            .where(
                 labels.c.item_id == item_id,
                 labels.c.annotator_id == annotator_id,
                 labels.c.role == "annotation",
             )
-        ).first()
-        if already is not None:
-            raise Conflict(
-                f"you already labelled item {item_id}; to change it, correct label {already.id}",
-                {"item": item_id, "label": already.id},
+            .limit(1)
+            .scalar_subquery()
+        )
+        caller = connection.execute(
+            sa.select(
+                annotators.c.name,
+                already.label("already"),
+                leases.c.id.label("lease_id"),
+                leases.c.leased_ns,
+                leases.c.expires_ns,
             )
+            .select_from(
+                annotators.outerjoin(
+                    leases, sa.and_(leases.c.annotator_id == annotators.c.id, leases.c.item_id == item_id)
+                )
+            )
+            .where(annotators.c.id == annotator_id)
+        ).first()
+        if caller is None:
+            raise NotFound(f"annotator {annotator_id} does not exist", {"annotator": annotator_id})
+        if caller.already is not None:
+            raise Conflict(
+                f"you already labelled item {item_id}; to change it, correct label {caller.already}",
+                {"item": item_id, "label": caller.already},
+            )
+        lease = caller if caller.lease_id is not None else None
         if lease is None:
             raise Conflict(
                 f"item {item_id} is not leased to you; "
@@ -277,7 +304,7 @@ def submit_label(
                 "lease the next item",
                 {"item": item_id},
             )
-        label_id = connection.execute(
+        row = connection.execute(
             labels.insert()
             .values(
                 project_id=project_id,
@@ -291,9 +318,9 @@ def submit_label(
                 duration_ms=max(0, (now - lease.leased_ns) // 1_000_000),
                 created_ns=now,
             )
-            .returning(labels.c.id)
-        ).scalar_one()
-        connection.execute(leases.delete().where(leases.c.id == lease.id))
+            .returning(*labels.c)
+        ).one()
+        connection.execute(leases.delete().where(leases.c.id == lease.lease_id))
         status = item.status
         if item.gold is None:
             n_labels = item.n_labels + 1
@@ -302,8 +329,8 @@ def submit_label(
                 status = settle_item(connection, q, item_id, schema)
                 changes.update(status=status, completed_ns=now if status == "done" else None)
             connection.execute(queue_items.update().where(queue_items.c.id == item_id).values(**changes))
-        row = connection.execute(sa.select(labels).where(labels.c.id == label_id)).one()
-        return {"label": label_dict(row, schema.ref), "item_status": status}
+        names = {annotator_id: caller.name}
+        return {"label": label_dict(row, schema.ref, names), "item_status": status}
 
     return run_write(engine, write)
 

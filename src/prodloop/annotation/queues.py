@@ -104,7 +104,14 @@ def parse_items(rows: Iterable[dict[str, Any]]) -> list[ItemIn]:
 
 def _queue_row(connection: sa.Connection, project_id: int, queue: str | int) -> Any:
     where = queues.c.id == int(queue) if str(queue).isdigit() else queues.c.name == str(queue)
-    row = connection.execute(sa.select(queues).where(queues.c.project_id == project_id, where)).first()
+    row = connection.execute(
+        sa.select(
+            queues,
+            (label_schemas.c.name + "@" + sa.cast(label_schemas.c.version, sa.String)).label("schema_ref"),
+        )
+        .join(label_schemas, label_schemas.c.id == queues.c.schema_id)
+        .where(queues.c.project_id == project_id, where)
+    ).first()
     if row is None:
         raise NotFound(
             f"queue {str(queue)!r} does not exist; `prodloop queue ls` lists them", {"queue": queue}

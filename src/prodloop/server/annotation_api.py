@@ -372,10 +372,7 @@ async def post_items_from_traces(request: Request, principal: Admin, queue: str)
 
 
 def _lease(engine: sa.Engine, project_id: int, queue: str, annotator_id: int) -> dict[str, Any] | None:
-    leased = annotation.lease_next_item(engine, project_id, queue, annotator_id)
-    if leased is None:
-        return None
-    return {**leased, "schema": annotation.queue_schema(engine, project_id, queue).ref}
+    return annotation.lease_next_item(engine, project_id, queue, annotator_id)
 
 
 @router.post(
