@@ -37,7 +37,6 @@ from prodloop.annotation.labels import (
 )
 from prodloop.annotation.leases import (
     escalate_item,
-    item_view,
     lease_next_item,
     release_item,
     skip_item,
@@ -60,6 +59,7 @@ from prodloop.annotation.queues import (
     change_queue_schema,
     create_queue,
     get_queue,
+    item_view,
     list_queues,
     parse_items,
     queue_schema,

@@ -16,7 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodloop.annotation.schema_store import schema_by_id
+from prodloop.annotation.queues import _item_and_queue, _queue_row, item_view
+from prodloop.annotation.schema_store import schema_by_id, schema_id
 from prodloop.annotation.schemas import LabelSchema, validate_label
 from prodloop.capture.queries import iso
 from prodloop.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -294,8 +295,6 @@ def items_for_review(engine: sa.Engine, project_id: int, queue: str | int, limit
     """Items waiting for a reviewer (labels disagree, or someone escalated them), each with every
     current label side by side, the fields that disagree, and the escalation notes; plus the
     schema and its guidelines."""
-    from prodloop.annotation.queues import _queue_row
-
     with read_transaction(engine) as connection:
         q = _queue_row(connection, project_id, queue)
         schema = schema_by_id(connection, q.schema_id)
@@ -326,8 +325,6 @@ def items_for_review(engine: sa.Engine, project_id: int, queue: str | int, limit
         names = _names(
             connection, {row.annotator_id for row in current} | {row.annotator_id for row in notes}
         )
-    from prodloop.annotation.leases import item_view
-
     shaped = []
     for row in items:
         mine = [label for label in current if label.item_id == row.id]
@@ -351,12 +348,7 @@ def adjudicate(
             "an adjudication needs a rationale: say why this is the final value", {"item": item_id}
         )
     with read_transaction(engine) as connection:
-        item = connection.execute(
-            sa.select(queue_items).where(queue_items.c.id == item_id, queue_items.c.project_id == project_id)
-        ).first()
-        if item is None:
-            raise NotFound(f"item {item_id} does not exist in this project", {"item": item_id})
-        queue = connection.execute(sa.select(queues).where(queues.c.id == item.queue_id)).one()
+        item, queue = _item_and_queue(connection, project_id, item_id, lock=False)
         schema = schema_by_id(connection, queue.schema_id)
     checked = validate_label(schema, value)
 
@@ -401,8 +393,6 @@ def escalation_summary(
 ) -> dict[str, Any]:
     """Escalation notes collected per field, so the schema's owner sees which parts of the
     guidelines cause trouble: count, still open, and the latest notes."""
-    from prodloop.annotation.queues import _queue_row
-
     with read_transaction(engine) as connection:
         q = _queue_row(connection, project_id, queue)
         rows = connection.execute(
@@ -433,8 +423,6 @@ def current_labels(
     """The current label of each annotator on each item of the queue (the last link of each chain),
     optionally only labels given in a time range or under one schema version, with the annotator's
     name and kind and whether the item is gold (with its gold answer)."""
-    from prodloop.annotation.queues import _queue_row
-
     with read_transaction(engine) as connection:
         q = _queue_row(connection, project_id, queue)
         where = [labels.c.queue_id == q.id, labels.c.role == role, _current()]
@@ -443,8 +431,6 @@ def current_labels(
         if until_ns is not None:
             where.append(labels.c.created_ns < until_ns)
         if schema_ref is not None:
-            from prodloop.annotation.schema_store import schema_id
-
             where.append(labels.c.schema_id == schema_id(connection, project_id, schema_ref)[0])
         rows = connection.execute(
             sa.select(

@@ -20,40 +20,23 @@ Correctness under contention:
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 
 from prodloop.annotation.labels import label_dict, settle_item
-from prodloop.annotation.queues import _queue_row
+from prodloop.annotation.queues import _item_and_queue, _queue_row, item_view
 from prodloop.annotation.schema_store import schema_by_id
 from prodloop.annotation.schemas import validate_label
 from prodloop.errors import Conflict, NotFound, ValidationFailed
 from prodloop.store import dialect_insert, is_sqlite, read_transaction, run_write
-from prodloop.store.schema import annotators, escalations, labels, leases, queue_items, queues, skips
+from prodloop.store.schema import annotators, escalations, labels, leases, queue_items, skips
 
 #: Candidates locked per attempt on PostgreSQL.
 _CANDIDATES = 4
 #: Attempts before answering that nothing is free (each attempt takes a fresh snapshot, and each
 #: that fails does so because other annotators took the candidates it saw).
 _ATTEMPTS = 20
-
-
-def item_view(row: Any, queue: Any) -> dict[str, Any]:
-    """What an annotator sees of an item: never other people's labels, never whether it is gold."""
-    payload = row.payload or {}
-    return {
-        "id": row.id,
-        "queue": queue.name,
-        "trace_id": row.trace_id,
-        "priority": row.priority,
-        "input": payload.get("input"),
-        "output": payload.get("output"),
-        "context": payload.get("context"),
-        "metadata": payload.get("metadata") or {},
-        "suggestion": row.suggestion if queue.show_suggestions else None,
-    }
 
 
 def _iso(ns: int) -> str:
@@ -222,26 +205,6 @@ def lease_next_item(
         return {**_grant(connection, q, item_id, annotator_id, now), "schema": q.schema_ref}
 
     return run_write(engine, write)
-
-
-_QUEUE_COLUMNS = [column.label(f"queue__{column.name}") for column in queues.c]
-
-
-def _item_and_queue(connection: sa.Connection, project_id: int, item_id: int, lock: bool) -> tuple[Any, Any]:
-    """The item (its row locked, with ``lock``, on PostgreSQL) and its queue, in one statement."""
-    query = (
-        sa.select(queue_items, *_QUEUE_COLUMNS)
-        .join(queues, queues.c.id == queue_items.c.queue_id)
-        .where(queue_items.c.id == item_id, queue_items.c.project_id == project_id)
-    )
-    if lock and not is_sqlite(connection):
-        query = query.with_for_update(of=queue_items)
-    row = connection.execute(query).first()
-    if row is None:
-        raise NotFound(f"item {item_id} does not exist in this project", {"item": item_id})
-    fields = row._asdict()
-    queue = SimpleNamespace(**{column.name: fields[f"queue__{column.name}"] for column in queues.c})
-    return row, queue
 
 
 def submit_label(

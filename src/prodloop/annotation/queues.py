@@ -13,6 +13,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 import rfc8785
@@ -23,7 +24,7 @@ from prodloop.annotation.schema_store import schema_by_id, schema_id
 from prodloop.annotation.schemas import LabelSchema, validate_label
 from prodloop.capture import TraceFilter, matching_traces, trace_summaries
 from prodloop.errors import Conflict, NotFound, ValidationFailed
-from prodloop.store import dialect_insert, read_transaction, run_write
+from prodloop.store import dialect_insert, is_sqlite, read_transaction, run_write
 from prodloop.store.schema import escalations, label_schemas, leases, queue_items, queues
 
 _NAME = r"^[a-z0-9][a-z0-9_-]*$"
@@ -117,6 +118,42 @@ def _queue_row(connection: sa.Connection, project_id: int, queue: str | int) -> 
             f"queue {str(queue)!r} does not exist; `prodloop queue ls` lists them", {"queue": queue}
         )
     return row
+
+
+def item_view(row: Any, queue: Any) -> dict[str, Any]:
+    """What an annotator sees of an item: never other people's labels, never whether it is gold."""
+    payload = row.payload or {}
+    return {
+        "id": row.id,
+        "queue": queue.name,
+        "trace_id": row.trace_id,
+        "priority": row.priority,
+        "input": payload.get("input"),
+        "output": payload.get("output"),
+        "context": payload.get("context"),
+        "metadata": payload.get("metadata") or {},
+        "suggestion": row.suggestion if queue.show_suggestions else None,
+    }
+
+
+_QUEUE_COLUMNS = [column.label(f"queue__{column.name}") for column in queues.c]
+
+
+def _item_and_queue(connection: sa.Connection, project_id: int, item_id: int, lock: bool) -> tuple[Any, Any]:
+    """The item (its row locked, with ``lock``, on PostgreSQL) and its queue, in one statement."""
+    query = (
+        sa.select(queue_items, *_QUEUE_COLUMNS)
+        .join(queues, queues.c.id == queue_items.c.queue_id)
+        .where(queue_items.c.id == item_id, queue_items.c.project_id == project_id)
+    )
+    if lock and not is_sqlite(connection):
+        query = query.with_for_update(of=queue_items)
+    row = connection.execute(query).first()
+    if row is None:
+        raise NotFound(f"item {item_id} does not exist in this project", {"item": item_id})
+    fields = row._asdict()
+    queue = SimpleNamespace(**{column.name: fields[f"queue__{column.name}"] for column in queues.c})
+    return row, queue
 
 
 def _schema_ref(connection: sa.Connection, schema_pk: int) -> str:
