@@ -378,3 +378,55 @@ def scratch_store(backend: str, pg_url: str | None) -> Iterator[Any]:
         stack.callback(engine.dispose)
         upgrade(engine)
         yield engine
+
+
+def run_load_processes(
+    server: Server, target: Any, jobs: list[Any], warmup: float, duration: float
+) -> dict[str, Any]:
+    """Run ``target(job, ready, start, results)`` in one spawned process per job, all starting together.
+
+    Each process puts one item on ``ready`` when it is set up, waits for ``start``, runs its load, and
+    puts its report on ``results`` (a dict; one with ``"error"`` stops the run). The server's and the
+    machine's CPU seconds are measured from the end of ``warmup`` until the last report. Returns
+    ``{"reports", "wall", "server_cpu", "machine_cpu"}``.
+    """
+    import multiprocessing as mp
+    import queue as queues
+
+    context = mp.get_context("spawn")
+    ready, results = context.Queue(), context.Queue()
+    start = context.Event()
+    processes = []
+    for job in jobs:
+        process = context.Process(target=target, args=(job, ready, start, results), daemon=True)
+        process.start()
+        processes.append(process)
+    reports: list[dict[str, Any]] = []
+    try:
+        for _ in processes:
+            ready.get(timeout=120)
+        start.set()
+        time.sleep(warmup)
+        server_cpu0 = cpu_seconds(server.process.pid)
+        machine_cpu0 = machine_cpu_seconds()
+        wall0 = time.monotonic()
+        deadline = time.monotonic() + duration + 120
+        while len(reports) < len(processes):
+            try:
+                report = results.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queues.Empty:
+                raise RuntimeError("the load generator did not finish in time") from None
+            if "error" in report:
+                raise RuntimeError(f"load process {report['index']}: {report['error']}")
+            reports.append(report)
+        wall = time.monotonic() - wall0
+        server_cpu = cpu_seconds(server.process.pid) - server_cpu0
+        machine_cpu = machine_cpu_seconds() - machine_cpu0
+    finally:
+        start.set()
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+    return {"reports": reports, "wall": wall, "server_cpu": server_cpu, "machine_cpu": machine_cpu}

@@ -27,9 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing as mp
 import os
-import queue
 import random
 import sys
 import time
@@ -264,12 +262,9 @@ class Measurement:
 def run_load(
     server: harness.Server, queue_name: str, keys: list[str], rate: float | None, args: argparse.Namespace
 ) -> dict[str, Any]:
-    context = mp.get_context("spawn")
-    ready, results = context.Queue(), context.Queue()
-    start = context.Event()
     host, port = harness.HOST, int(server.url.rsplit(":", 1)[1])
     shares = [keys[i :: args.processes] for i in range(args.processes)]
-    processes = []
+    jobs = []
     for i, share in enumerate(shares):
         job = LoadJob(
             index=i,
@@ -281,38 +276,8 @@ def run_load(
             duration=args.duration,
             rate_per_annotator=rate / len(keys) if rate else None,
         )
-        process = context.Process(target=load_worker, args=(job, ready, start, results), daemon=True)
-        process.start()
-        processes.append(process)
-    reports: list[dict[str, Any]] = []
-    try:
-        for _ in processes:
-            ready.get(timeout=120)
-        start.set()
-        time.sleep(args.warmup)
-        server_cpu0 = harness.cpu_seconds(server.process.pid)
-        machine_cpu0 = harness.machine_cpu_seconds()
-        wall0 = time.monotonic()
-        deadline = time.monotonic() + args.duration + 120
-        while len(reports) < len(processes):
-            try:
-                report = results.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError("the load generator did not finish in time") from None
-            if "error" in report:
-                raise RuntimeError(f"load process {report['index']}: {report['error']}")
-            reports.append(report)
-        wall = time.monotonic() - wall0
-        server_cpu = harness.cpu_seconds(server.process.pid) - server_cpu0
-        machine_cpu = harness.machine_cpu_seconds() - machine_cpu0
-    finally:
-        start.set()
-        for process in processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=5)
-    return {"reports": reports, "wall": wall, "server_cpu": server_cpu, "machine_cpu": machine_cpu}
+        jobs.append(job)
+    return harness.run_load_processes(server, load_worker, jobs, args.warmup, args.duration)
 
 
 def measure(
