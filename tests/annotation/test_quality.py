@@ -325,3 +325,26 @@ def test_escalated_items_count_in_stats(engine: sa.Engine) -> None:
             "last_label_at": None,
         }
     ]
+
+
+def test_fleiss_kappa_is_over_the_items_with_all_their_labels(engine: sa.Engine) -> None:
+    pid = ensure_project(engine, "fleiss")
+    save_schema(engine, pid, SCHEMA)
+    create_queue(engine, pid, QueueSettings(name="q", schema="intent@1", overlap=3))
+    add_items(engine, pid, "q", [ItemIn(id=str(n), input=str(n)) for n in range(6)])
+    people = [register_annotator(engine, pid, name).id for name in ("a", "b", "c")]
+    answers = {  # items 0-3 get three labels, items 4 and 5 only two (still being labelled)
+        people[0]: ["bug", "bug", "refund", "other", "bug", "refund"],
+        people[1]: ["bug", "billing", "refund", "other", "bug", "bug"],
+        people[2]: ["bug", "bug", "refund", "billing"],
+    }
+    for person, values in answers.items():
+        for value in values:
+            leased = lease_next_item(engine, pid, "q", person)
+            assert leased is not None
+            submit_label(engine, pid, leased["item"]["id"], person, {"intent": value})
+    intent = queue_agreement(engine, pid, "q", n_resamples=50)["fields"][0]
+    assert intent["n_items"] == 6 and intent["fleiss_items"] == 4
+    complete = np.array([[INTENTS.index(answers[p][n]) for p in people] for n in range(4)])
+    counts, _ = aggregate_raters(complete, n_cat=len(INTENTS))
+    assert intent["fleiss_kappa"] == pytest.approx(statsmodels_fleiss(counts), abs=1e-12)

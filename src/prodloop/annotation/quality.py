@@ -21,7 +21,12 @@ import sqlalchemy as sa
 from scipy.stats import binomtest
 
 from prodloop.annotation.aggregation import dawid_skene, majority_vote
-from prodloop.annotation.agreement import agreement_report, pairwise_cohen_kappa, reliability_matrix
+from prodloop.annotation.agreement import (
+    agreement_report,
+    fleiss_kappa_from_ratings,
+    pairwise_cohen_kappa,
+    reliability_matrix,
+)
 from prodloop.annotation.labels import current_labels
 from prodloop.annotation.queues import _queue_row, queue_schema
 from prodloop.annotation.schemas import FieldSpec, LabelSchema
@@ -76,6 +81,7 @@ def _field_agreement(rows: Sequence[dict[str, Any]], spec: FieldSpec, n_resample
         entry["error"] = error.message
         return entry
     entry.update(report)
+    entry["fleiss_kappa"], entry["fleiss_items"] = _fleiss_on_complete_items(matrix, categories)
     entry["per_class"] = {
         (" + ".join(key) if isinstance(key, tuple) else str(key)): value
         for key, value in _class_keys(report["per_class"], categories).items()
@@ -86,6 +92,22 @@ def _field_agreement(rows: Sequence[dict[str, Any]], spec: FieldSpec, n_resample
         entry["cohen_kappa"].append({"a": people[a], "b": people[b], "n_items": both, "kappa": kappa})
     entry["kappa_weights"] = weights
     return entry
+
+
+def _fleiss_on_complete_items(matrix: Any, categories: tuple[Any, ...] | None) -> tuple[float | None, int]:
+    """Fleiss' kappa needs the same number of raters on every item. In a queue that is still being
+    labelled, items have fewer labels than the overlap; so kappa is taken over the items with the most
+    common number of raters (two or more), and the count of those items is given beside it."""
+    raters = np.sum(~np.isnan(matrix), axis=0)
+    eligible = raters[raters >= 2]
+    if eligible.size == 0:
+        return None, 0
+    values, counts = np.unique(eligible, return_counts=True)
+    columns = raters == values[np.argmax(counts)]
+    try:
+        return fleiss_kappa_from_ratings(matrix[:, columns], categories), int(columns.sum())
+    except ValidationFailed:
+        return None, int(columns.sum())
 
 
 def _class_keys(per_class: dict[str, Any], categories: tuple[Any, ...] | None) -> dict[Any, Any]:
@@ -115,6 +137,7 @@ def queue_agreement(
 ) -> dict[str, Any]:
     """Agreement per field of a queue (labels given in ``[since, until)`` and under schema version
     ``schema`` when those are set), in the stable shape of ``prodloop queue agreement --format json``.
+    Fleiss' kappa is over the items with the most common number of raters (``fleiss_items`` of them).
 
     A field whose agreement is undefined (too few items rated twice, or one value only) has ``None``
     statistics and says why in ``error``.

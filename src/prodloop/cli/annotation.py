@@ -725,7 +725,7 @@ def _print_agreement(fields: list[dict[str, Any]], title: str) -> None:
     if classes.row_count:
         console.print(classes)
     if any(entry["fleiss_kappa"] is None and not entry.get("error") for entry in fields):
-        err.print("Fleiss' kappa is shown only where every item has the same number of labels")
+        err.print("Fleiss' kappa needs two or more items with the same number of labels")
     for problem in problems:
         err.print(f"[yellow]no agreement for {escape(problem)}[/yellow]", highlight=False)
 
