@@ -348,3 +348,28 @@ def test_fleiss_kappa_is_over_the_items_with_all_their_labels(engine: sa.Engine)
     complete = np.array([[INTENTS.index(answers[p][n]) for p in people] for n in range(4)])
     counts, _ = aggregate_raters(complete, n_cat=len(INTENTS))
     assert intent["fleiss_kappa"] == pytest.approx(statsmodels_fleiss(counts), abs=1e-12)
+
+
+def test_answers_an_older_schema_version_allowed_still_count_after_the_queue_moves(engine: sa.Engine) -> None:
+    pid = ensure_project(engine, "retired-option")
+    save_schema(engine, pid, SCHEMA)
+    create_queue(engine, pid, QueueSettings(name="q", schema="intent@1", overlap=2))
+    add_items(engine, pid, "q", [ItemIn(id=str(n), input=str(n)) for n in range(3)])
+    a, b = (register_annotator(engine, pid, name).id for name in ("a", "b"))
+    answers = {a: ["other", "bug", "refund"], b: ["other", "bug", "billing"]}
+    for person, values in answers.items():
+        for value in values:
+            leased = lease_next_item(engine, pid, "q", person)
+            assert leased is not None
+            submit_label(engine, pid, leased["item"]["id"], person, {"intent": value})
+    retired = [
+        {**field, "options": INTENTS[:3]} if field["name"] == "intent" else field
+        for field in SCHEMA["fields"]
+    ]
+    save_schema(engine, pid, {**SCHEMA, "fields": retired})  # version 2 drops "other"
+    change_queue_schema(engine, pid, "q", "intent@2")
+    intent = queue_agreement(engine, pid, "q", n_resamples=20)["fields"][0]
+    assert intent["error"] is None and "other" in intent["per_class"]
+    aggregated = aggregate_queue(engine, pid, "q")["fields"][0]
+    assert aggregated["categories"] == [*INTENTS[:3], "other"]
+    assert [row["value"]["intent"] for row in final_labels(engine, pid, "q")][:2] == ["other", "bug"]

@@ -48,7 +48,7 @@ def annotator_for_key(engine: sa.Engine, project_id: int, key_id: int) -> Annota
         key = connection.execute(
             sa.select(api_keys.c.name, api_keys.c.prefix).where(api_keys.c.id == key_id)
         ).one()
-        base = key.name or f"key {key.prefix}"
+        base = (key.name or f"key {key.prefix}")[:160]  # room for the suffixes within 200 characters
         # The key's name, unless another annotator has it: then the name with the key's prefix, then
         # with its id, which no other key has.
         for name in (base, f"{base} ({key.prefix})", f"{base} (key {key_id})"):
@@ -77,11 +77,18 @@ def register_annotator(
             sa.select(annotators).where(annotators.c.project_id == project_id, annotators.c.name == name)
         ).first()
         if row is None:
-            new_id = connection.execute(
-                annotators.insert()
-                .values(project_id=project_id, name=name, kind=kind, key_id=key_id, created_ns=time.time_ns())
-                .returning(annotators.c.id)
-            ).scalar_one()
+            try:
+                new_id = connection.execute(
+                    annotators.insert()
+                    .values(
+                        project_id=project_id, name=name, kind=kind, key_id=key_id, created_ns=time.time_ns()
+                    )
+                    .returning(annotators.c.id)
+                ).scalar_one()
+            except sa.exc.IntegrityError:
+                raise Conflict(
+                    f"annotator {name!r} was created by someone else at the same moment", {"name": name}
+                ) from None
             return Annotator(int(new_id), name, kind)
         if row.kind != kind or (key_id is not None and row.key_id not in (None, key_id)):
             raise Conflict(f"annotator {name!r} already exists as a {row.kind}", {"name": name})

@@ -261,7 +261,8 @@ def item_history(
     return {
         "item_id": item_id,
         "trace_id": item.trace_id,
-        "status": item.status,
+        # An annotator's own history leaves the item's status out: it would tell what others answered.
+        "status": item.status if only_annotator is None else None,
         "labels": versions,
         "escalations": [_escalation_dict(row, names) for row in escalated],
         "skips": [

@@ -220,6 +220,12 @@ def submit_label(
 
     def write(connection: sa.Connection) -> dict[str, Any]:
         item, q = _item_and_queue(connection, project_id, item_id, lock=True)
+        if q.schema_id != schema_pk:  # the queue moved to another schema version since the check
+            raise Conflict(
+                f"queue {q.name!r} moved to another version of its schema while you labelled; "
+                "reload the item and label it again",
+                {"item": item_id},
+            )
         now = time.time_ns()
         # Who the caller is, its lease on the item, and any label it already gave: one statement.
         already = (
@@ -330,19 +336,15 @@ def _skip(
     connection.execute(
         leases.delete().where(leases.c.item_id == item_id, leases.c.annotator_id == annotator_id)
     )
-    exists = connection.execute(
-        sa.select(skips.c.item_id).where(skips.c.item_id == item_id, skips.c.annotator_id == annotator_id)
-    ).first()
-    if exists is None:
-        connection.execute(
-            skips.insert().values(
-                item_id=item_id,
-                annotator_id=annotator_id,
-                queue_id=queue_pk,
-                reason=reason,
-                created_ns=time.time_ns(),
-            )
-        )
+    # Insert-if-absent: a double click (two skips at once) records one skip and fails neither.
+    skip = dialect_insert(connection, skips).values(
+        item_id=item_id,
+        annotator_id=annotator_id,
+        queue_id=queue_pk,
+        reason=reason,
+        created_ns=time.time_ns(),
+    )
+    connection.execute(skip.on_conflict_do_nothing(index_elements=[skips.c.item_id, skips.c.annotator_id]))
 
 
 def escalate_item(

@@ -47,10 +47,17 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _categories(spec: FieldSpec) -> tuple[Any, ...] | None:
-    if spec.type in _CHOICE_TYPES:
-        return tuple(spec.options or ())
-    return None
+def _categories(spec: FieldSpec, rows: Sequence[dict[str, Any]] = ()) -> tuple[Any, ...] | None:
+    """The options of a choice field, in order, then any answer the labels hold that the current
+    schema version no longer offers (given under an earlier version), in the order first seen."""
+    if spec.type not in _CHOICE_TYPES:
+        return None
+    options = list(spec.options or ())
+    for row in rows:
+        value = row["value"].get(spec.name)
+        if value is not None and value not in options:
+            options.append(value)
+    return tuple(options)
 
 
 def _records(rows: Sequence[dict[str, Any]], field: str) -> list[tuple[int, str, Any]]:
@@ -74,7 +81,7 @@ def _field_agreement(rows: Sequence[dict[str, Any]], spec: FieldSpec, n_resample
     }
     records = _records(rows, spec.name)
     try:
-        matrix, _, people, categories = reliability_matrix(records, _categories(spec))
+        matrix, _, people, categories = reliability_matrix(records, _categories(spec, rows))
         entry["n_items"] = int((np.sum(~np.isnan(matrix), axis=0) >= 2).sum())
         report = agreement_report(matrix, level, categories, n_resamples=n_resamples)
     except ValidationFailed as error:
@@ -263,7 +270,7 @@ def _aggregate_field(
     rows: Sequence[dict[str, Any]], spec: FieldSpec, method: Method
 ) -> tuple[dict[Any, tuple[Any, float | None]], list[dict[str, Any]], list[Any]]:
     """Final value and confidence per item of one choice field, and the annotators' confusion."""
-    categories = _categories(spec)
+    categories = _categories(spec, rows)
     matrix, items, people, chosen = reliability_matrix(_records(rows, spec.name), categories)
     options = list(chosen or ())
     if not items:

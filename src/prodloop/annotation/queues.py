@@ -29,6 +29,10 @@ from prodloop.store.schema import escalations, label_schemas, leases, queue_item
 
 _NAME = r"^[a-z0-9][a-z0-9_-]*$"
 _TRACE_ID = r"^[0-9a-f]{32}$"
+#: The largest id the store holds (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+#: Priorities are 32-bit integers.
+_PRIORITY = Field(ge=-(2**31), le=2**31 - 1, description="Higher is labelled first.")
 #: Items written per statement when adding many at once.
 _INSERT_CHUNK = 500
 
@@ -73,7 +77,7 @@ class ItemIn(BaseModel):
     output: Any = None
     context: Any = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    priority: int = 0
+    priority: Annotated[int, _PRIORITY] = 0
     suggestion: dict[str, Any] | None = None
     gold: dict[str, Any] | None = Field(None, description="The known answer: makes this a gold item.")
 
@@ -104,7 +108,12 @@ def parse_items(rows: Iterable[dict[str, Any]]) -> list[ItemIn]:
 
 
 def _queue_row(connection: sa.Connection, project_id: int, queue: str | int) -> Any:
-    where = queues.c.id == int(queue) if str(queue).isdigit() else queues.c.name == str(queue)
+    text = str(queue)
+    if text.isascii() and text.isdigit():
+        # An id beyond what the store holds names no queue (rather than overflowing the driver).
+        where = queues.c.id == int(text) if int(text) <= MAX_ID else sa.false()
+    else:
+        where = queues.c.name == text
     row = connection.execute(
         sa.select(
             queues,
@@ -364,10 +373,13 @@ def _item_record(
             except ValidationFailed as error:
                 raise ValidationFailed(f"item row {number}: {kind}: {error.message}", error.detail) from None
             checked[kind] = {key: value for key, value in normalised.items() if value is not None}
-            if kind == "gold" and not checked[kind]:  # a gold item with no answer could never be scored
+            if kind == "gold" and not any(
+                schema.field(name).type != "text" for name in (checked[kind] or {})
+            ):  # a gold item with no answer to compare could never be scored
+                scored = [spec.name for spec in schema.fields if spec.type != "text"]
                 raise ValidationFailed(
-                    f"item row {number}: gold sets none of the fields {', '.join(schema.field_names)}; "
-                    "give the known answer of at least one, or leave gold out",
+                    f"item row {number}: gold sets none of the fields {', '.join(scored)}; "
+                    "give the known answer of at least one (free text is not scored), or leave gold out",
                     [{"row": number, "field": "gold", "message": "no field set"}],
                 )
     key = item.id or item.trace_id or _content_key(payload)

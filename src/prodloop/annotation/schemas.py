@@ -213,7 +213,7 @@ def parse_schema_ref(ref: str) -> tuple[str, int | None]:
         )
     if not at:
         return name, None
-    if not _VERSION_RE.match(version) or int(version) < 1:
+    if not _VERSION_RE.match(version) or not 1 <= int(version) <= 2**31 - 1:
         raise ValidationFailed(
             f"schema reference {ref!r} has version {version!r}; a version is a whole number from 1, "
             "e.g. support-intent@3 (leave out @version for the latest)"

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import sqlalchemy as sa
 import yaml
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -36,6 +36,10 @@ router = APIRouter(prefix="/api/v1")
 Reader = Annotated[Principal, Depends(caller(Permission.READ))]
 Labeller = Annotated[Principal, Depends(caller(Permission.ANNOTATE))]
 Reviewer = Annotated[Principal, Depends(caller(Permission.REVIEW))]
+#: Ids in paths: positive and within what the store holds, else a 422 rather than a driver overflow.
+StoreId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+#: Label quality is computed from other people's labels: not for annotators, who work blind.
+LabelReader = Annotated[Principal, Depends(caller(Permission.READ_LABELS))]
 Admin = Annotated[Principal, Depends(caller(Permission.ADMIN))]
 
 M = TypeVar("M", bound=BaseModel)
@@ -79,7 +83,7 @@ class ItemsFromTraces(_Body):
     sample: Literal["newest", "random", "stratified"] = "newest"
     stratify_by: Literal["feature", "release", "model"] = "feature"
     seed: int = 0
-    priority: int = 0
+    priority: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] = 0
 
 
 class LabelIn(_Body):
@@ -394,12 +398,17 @@ def post_lease(request: Request, principal: Labeller, queue: str) -> Any:
     status_code=201,
     openapi_extra=_body_doc(LabelIn),
 )
-async def post_label(request: Request, principal: Labeller, item_id: int) -> dict[str, Any]:
+async def post_label(request: Request, principal: Labeller, item_id: StoreId) -> dict[str, Any]:
     body = await _read(request, LabelIn)
     who = await run_in_threadpool(_annotator_id, request, principal)
-    return await _call(
+    result = await _call(
         annotation.submit_label, engine_of(request), principal.project_id, item_id, who, body.value
     )
+    if principal.role == Role.ANNOTATOR:
+        # Blind: whether the item is now done, in review or still open would tell an annotator
+        # what the others answered, or that the item was gold.
+        result.pop("item_status", None)
+    return result
 
 
 @router.post(
@@ -407,7 +416,7 @@ async def post_label(request: Request, principal: Labeller, item_id: int) -> dic
     summary="Give an item back and never be offered it again",
     openapi_extra=_body_doc(SkipIn, required=False),
 )
-async def post_skip(request: Request, principal: Labeller, item_id: int) -> dict[str, Any]:
+async def post_skip(request: Request, principal: Labeller, item_id: StoreId) -> dict[str, Any]:
     body = await _read(request, SkipIn, optional=True)
     who = await run_in_threadpool(_annotator_id, request, principal)
     return await _call(
@@ -416,7 +425,7 @@ async def post_skip(request: Request, principal: Labeller, item_id: int) -> dict
 
 
 @router.post("/items/{item_id}/release", summary="Give a leased item back unlabelled")
-def post_release(request: Request, principal: Labeller, item_id: int) -> dict[str, Any]:
+def post_release(request: Request, principal: Labeller, item_id: StoreId) -> dict[str, Any]:
     who = _annotator_id(request, principal)
     return annotation.release_item(engine_of(request), principal.project_id, item_id, who)
 
@@ -427,7 +436,7 @@ def post_release(request: Request, principal: Labeller, item_id: int) -> dict[st
     status_code=201,
     openapi_extra=_body_doc(EscalationIn),
 )
-async def post_escalation(request: Request, principal: Labeller, item_id: int) -> dict[str, Any]:
+async def post_escalation(request: Request, principal: Labeller, item_id: StoreId) -> dict[str, Any]:
     body = await _read(request, EscalationIn)
     who = await run_in_threadpool(_annotator_id, request, principal)
     return await _call(
@@ -447,7 +456,7 @@ async def post_escalation(request: Request, principal: Labeller, item_id: int) -
     status_code=201,
     openapi_extra=_body_doc(CorrectionIn),
 )
-async def post_correction(request: Request, principal: Labeller, label_id: int) -> dict[str, Any]:
+async def post_correction(request: Request, principal: Labeller, label_id: StoreId) -> dict[str, Any]:
     body = await _read(request, CorrectionIn)
     who = await run_in_threadpool(_annotator_id, request, principal)
     author = annotation.Author(who, reviewer=Permission.REVIEW in ROLE_PERMISSIONS[principal.role])
@@ -466,7 +475,7 @@ async def post_correction(request: Request, principal: Labeller, label_id: int) 
     "/items/{item_id}/history",
     summary="Every label version of an item with who, when and why (an annotator sees only their own)",
 )
-def get_history(request: Request, principal: Reader, item_id: int) -> dict[str, Any]:
+def get_history(request: Request, principal: Reader, item_id: StoreId) -> dict[str, Any]:
     blind = _annotator_id(request, principal) if principal.role == Role.ANNOTATOR else None
     return annotation.item_history(engine_of(request), principal.project_id, item_id, only_annotator=blind)
 
@@ -488,7 +497,7 @@ def get_review(
     status_code=201,
     openapi_extra=_body_doc(AdjudicationIn),
 )
-async def post_adjudication(request: Request, principal: Reviewer, item_id: int) -> dict[str, Any]:
+async def post_adjudication(request: Request, principal: Reviewer, item_id: StoreId) -> dict[str, Any]:
     body = await _read(request, AdjudicationIn)
     who = await run_in_threadpool(_annotator_id, request, principal)
     return await _call(
@@ -514,7 +523,7 @@ def get_escalations(request: Request, principal: Reviewer, queue: str) -> dict[s
 @router.get("/queues/{queue}/agreement", summary="Agreement per field and per class, with 95% intervals")
 def get_agreement(
     request: Request,
-    principal: Reader,
+    principal: LabelReader,
     queue: str,
     since: datetime | None = Query(None, description="Labels given at or after this time."),
     until: datetime | None = Query(None, description="Labels given before this time."),
@@ -535,7 +544,7 @@ def get_agreement(
 @router.get("/queues/{queue}/agreement/by-version", summary="Agreement per schema version of the queue")
 def get_agreement_by_version(
     request: Request,
-    principal: Reader,
+    principal: LabelReader,
     queue: str,
     n_resamples: int = Query(1000, ge=0, le=10_000, description="Bootstrap resamples for the intervals."),
 ) -> dict[str, Any]:
@@ -549,7 +558,7 @@ def get_agreement_by_version(
 )
 def get_gold(
     request: Request,
-    principal: Reader,
+    principal: LabelReader,
     queue: str,
     threshold: float = Query(
         0.8, gt=0.0, le=1.0, description="Accuracy below which an annotator is flagged."
@@ -561,7 +570,7 @@ def get_gold(
 @router.get("/queues/{queue}/aggregate", summary="Aggregated labels per item, and each annotator's confusion")
 def get_aggregate(
     request: Request,
-    principal: Reader,
+    principal: LabelReader,
     queue: str,
     method: Literal["majority", "dawid-skene"] = "majority",
 ) -> dict[str, Any]:
@@ -569,7 +578,7 @@ def get_aggregate(
 
 
 @router.get("/queues/{queue}/annotators", summary="Per annotator: labels, median time, skips, escalations")
-def get_annotator_stats(request: Request, principal: Reader, queue: str) -> dict[str, Any]:
+def get_annotator_stats(request: Request, principal: LabelReader, queue: str) -> dict[str, Any]:
     return annotation.annotator_stats(engine_of(request), principal.project_id, queue)
 
 

@@ -35,6 +35,9 @@ class Permission(StrEnum):
     READ = "read"
     # Lease items and label them (blind: an annotator's key never sees other people's labels).
     ANNOTATE = "annotate"
+    # See labels and what is computed from them (agreement, gold accuracy, aggregates, datasets).
+    # Annotators work blind and lack it.
+    READ_LABELS = "read:labels"
     # See every label of an item, adjudicate disagreements, correct labels, read escalations.
     REVIEW = "review"
     ADMIN = "admin"
@@ -44,8 +47,10 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.INGEST: frozenset({Permission.WRITE_TRACES}),
     Role.ANNOTATOR: frozenset({Permission.READ, Permission.ANNOTATE}),
-    Role.REVIEWER: frozenset({Permission.READ, Permission.ANNOTATE, Permission.REVIEW}),
-    Role.VIEWER: frozenset({Permission.READ}),
+    Role.REVIEWER: frozenset(
+        {Permission.READ, Permission.READ_LABELS, Permission.ANNOTATE, Permission.REVIEW}
+    ),
+    Role.VIEWER: frozenset({Permission.READ, Permission.READ_LABELS}),
 }
 
 

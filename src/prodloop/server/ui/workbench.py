@@ -42,6 +42,8 @@ router = APIRouter(include_in_schema=False, route_class=PageRoute)
 NEEDS = {
     Permission.ANNOTATE: "label items (an annotator, reviewer or admin key)",
     Permission.REVIEW: "review and adjudicate (a reviewer or admin key)",
+    Permission.READ_LABELS: "see label quality, which is computed from other people's labels "
+    "(annotators work blind; a viewer, reviewer or admin key)",
 }
 
 
@@ -89,6 +91,7 @@ def queues_page(request: Request) -> Response:
             "queues": queues,
             "can_annotate": may(principal, Permission.ANNOTATE),
             "can_review": may(principal, Permission.REVIEW),
+            "can_read_labels": may(principal, Permission.READ_LABELS),
         },
     )
 
@@ -333,6 +336,8 @@ def dashboard(
     request: Request, queue: str, bucket: str = "hour", since: str = "", until: str = ""
 ) -> Response:
     principal = viewer(request)
+    if refused := _refused(request, principal, Permission.READ_LABELS):
+        return refused
     engine = engine_of(request)
     pid = principal.project_id
     found = annotation.get_queue(engine, pid, queue)
