@@ -634,3 +634,12 @@ def test_ids_beyond_the_store_are_clear_errors_not_crashes(client: TestClient, a
     assert "version" in admin.get(f"/schemas/support-intent@{huge}", 422)["error"]["message"]
     too_high = {"items": [{"input": "x", "priority": 2**31}]}
     assert "priority" in admin.post("/queues/intents/items", too_high, 422)["error"]["message"]
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_annotators_see_queues_without_progress(client: TestClient, engine: sa.Engine, admin: Api) -> None:
+    make_queue(admin, items=2)
+    annotator = key(client, engine, "annotator", "ann")
+    assert annotator.get("/queues/intents")["progress"] is None  # it would tell gold items apart
+    assert [queue["progress"] for queue in annotator.get("/queues")["queues"]] == [None]
+    assert admin.get("/queues/intents")["progress"]["items"] == 2

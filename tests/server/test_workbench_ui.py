@@ -523,3 +523,122 @@ def test_label_without_javascript_and_suggestions(engine: sa.Engine, http: TestC
     assert "Queue done for you" in http.get("/ui/queues/judged/annotate").text
     labels = annotation.current_labels(engine, pid, "judged")
     assert [row["value"] for row in labels] == [suggestion]
+
+
+def label_queue(
+    engine: sa.Engine, pid: int, queue: str, name: str, values: dict[str, dict[str, str]]
+) -> None:
+    """Annotator ``name`` labels every item of ``queue`` it is offered, by the item's input."""
+    who = annotation.register_annotator(engine, pid, name)
+    while leased := annotation.lease_next_item(engine, pid, queue, who.id):
+        annotation.submit_label(engine, pid, leased["item"]["id"], who.id, values[leased["item"]["input"]])
+
+
+def test_a_refused_adjudication_never_moves_to_another_item(engine: sa.Engine, http: TestClient) -> None:
+    """The reviewer's page shows item X; another reviewer adjudicates X; this reviewer submits X without
+    a rationale. The answer must not put X's values (and rationale) into the form of the next item, where
+    one more click would record them as that item's final value."""
+    reviewer = create_api_key(engine, "default", "reviewer")
+    pid = project_id(engine, "default")
+    annotation.save_schema(engine, pid, TRIAGE_SCHEMA)
+    annotation.create_queue(engine, pid, QueueSettings(name="triage", schema="triage@1", overlap=2))
+    annotation.add_items(
+        engine, pid, "triage", [ItemIn(input="X", output="ok", priority=1), ItemIn(input="Y", output="ok")]
+    )
+    label_queue(
+        engine,
+        pid,
+        "triage",
+        "alice",
+        {
+            "X": {"severity": "high", "topic": "shipping", "language": "en"},
+            "Y": {"severity": "low", "topic": "billing", "language": "en"},
+        },
+    )
+    label_queue(
+        engine,
+        pid,
+        "triage",
+        "bob",
+        {
+            "X": {"severity": "low", "topic": "shipping", "language": "en"},
+            "Y": {"severity": "high", "topic": "billing", "language": "en"},
+        },
+    )
+    waiting = annotation.items_for_review(engine, pid, "triage")["items"]
+    x, y = (item["id"] for item in waiting)
+    sign_in(http, reviewer)
+    assert f'data-item-id="{x}"' in http.get("/ui/queues/triage/review").text
+
+    # while X is still waiting, a refusal keeps X on the page with what the reviewer typed
+    typed = {"v.severity": "high", "v.topic": "other", "v.language": "de", "rationale": "  "}
+    htmx = {"HX-Request": "true"}
+    kept = http.post(f"/ui/queues/triage/review/{x}", data=typed, headers=htmx)
+    assert kept.status_code == 422 and "needs a rationale" in kept.text
+    assert f'data-item-id="{x}"' in kept.text and 'value="de" checked' in kept.text
+
+    # another reviewer adjudicates X meanwhile; this reviewer's refused post must not land on Y
+    other = annotation.register_annotator(engine, pid, "rev-2")
+    annotation.adjudicate(
+        engine, pid, x, other.id, {"severity": "high", "topic": "shipping", "language": "en"}, "checked"
+    )
+    for headers in (htmx, {}):
+        typed["rationale"] = "" if headers else "  "
+        moved = http.post(f"/ui/queues/triage/review/{x}", data=typed, headers=headers)
+        assert moved.status_code == 200
+        assert f"Item {x} is no longer waiting for adjudication" in moved.text
+        assert "Nothing was recorded for it" in moved.text
+        assert f'data-item-id="{y}"' in moved.text and f"/review/{y}" in moved.text
+        assert f"/review/{x}" not in moved.text
+        # Y's form holds Y's own majority (topic billing, language en), none of what was typed for X
+        assert 'value="de" checked' not in moved.text and 'value="other" checked' not in moved.text
+        assert 'value="billing" checked' in moved.text and 'value="en" checked' in moved.text
+        assert "needs a rationale" not in moved.text
+    assert [
+        row["item_id"] for row in annotation.current_labels(engine, pid, "triage", role="adjudication")
+    ] == [x]
+
+    # a link to an item that is no longer waiting says so, and shows the next one
+    linked = http.get(f"/ui/queues/triage/review?item={x}").text
+    assert f"Item {x} is no longer waiting" in linked and "Nothing was recorded" not in linked
+    assert f'data-item-id="{y}"' in linked
+
+
+def progress_of(page: str) -> list[str]:
+    found = re.search(r'<div class="wb-progress" id="progress">(.*?)</div>', page, re.S)
+    assert found is not None
+    return re.sub(r"<[^>]+>|\s+", " ", found.group(1)).split()
+
+
+def test_the_annotator_page_does_not_tell_gold_items_apart(engine: sa.Engine, http: TestClient) -> None:
+    """Working alone on a queue, an annotator sees the same change after labelling a gold item as after
+    an ordinary one: only their own count goes up. Queue-wide counters (labels still needed, items open
+    or done) would move only for ordinary items and so give the gold items away."""
+    annotator = create_api_key(engine, "default", "annotator")
+    pid = project_id(engine, "default")
+    annotation.save_schema(engine, pid, TRIAGE_SCHEMA)
+    annotation.create_queue(
+        engine, pid, QueueSettings(name="triage", schema="triage@1", overlap=1, gold_share=0.5)
+    )
+    items = [ItemIn(input=f"ticket {i}", output="ok") for i in range(3)]
+    items += [ItemIn(input=f"gold {i}", output="ok", gold=g) for i, g in enumerate(GOLD)]
+    annotation.add_items(engine, pid, "triage", items)
+    sign_in(http, annotator)
+    htmx = {"HX-Request": "true"}
+    page = http.get("/ui/queues/triage/annotate").text
+    seen: list[tuple[str, list[str]]] = []
+    while found := re.search(r'data-item-id="(\d+)"', page):
+        item = found.group(1)
+        kind = "gold" if "gold " in page else "ordinary"
+        before = progress_of(page)
+        page = http.post(
+            f"/ui/queues/triage/items/{item}/label",
+            data={"v.severity": "low", "v.topic": "other", "v.language": "en"},
+            headers=htmx,
+        ).text
+        assert f"Saved your label of item {item}" in page
+        seen.append((kind, before))
+    seen.append(("done", progress_of(page)))
+    assert {kind for kind, _ in seen} == {"gold", "ordinary", "done"}
+    assert [shown for _, shown in seen] == [[str(n), "labelled", "by", "you"] for n in range(6)]
+    assert "Queue done for you" in page and "still needed" not in page

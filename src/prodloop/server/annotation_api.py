@@ -311,12 +311,21 @@ async def put_queue_schema(request: Request, principal: Admin, queue: str) -> di
 
 @router.get("/queues", summary="Every queue with its progress")
 def get_queues(request: Request, principal: Reader) -> dict[str, Any]:
-    return {"queues": annotation.list_queues(engine_of(request), principal.project_id)}
+    queues = annotation.list_queues(engine_of(request), principal.project_id)
+    return {"queues": [_blind(principal, queue) for queue in queues]}
 
 
 @router.get("/queues/{queue}", summary="A queue (by name or id): its settings and progress")
 def get_queue(request: Request, principal: Reader, queue: str) -> dict[str, Any]:
-    return annotation.get_queue(engine_of(request), principal.project_id, queue)
+    return _blind(principal, annotation.get_queue(engine_of(request), principal.project_id, queue))
+
+
+def _blind(principal: Principal, queue: dict[str, Any]) -> dict[str, Any]:
+    """A queue as an annotator may see it: progress moves when items complete, which would tell an
+    annotator working alone which of its items were gold, so blind callers get none."""
+    if Permission.READ_LABELS in ROLE_PERMISSIONS[principal.role]:
+        return queue
+    return {**queue, "progress": None}
 
 
 @router.post(

@@ -120,7 +120,7 @@ class Workbench:
         return {
             "principal": self.principal,
             "active": "queues",
-            "queue": self.queue,
+            "queue": {key: value for key, value in self.queue.items() if key != "progress"},
             "schema": self.schema,
             "annotator": self.annotator,
             "item": self.leased["item"] if self.leased else None,
@@ -130,8 +130,10 @@ class Workbench:
             "escalate_error": self.escalate_error,
             "escalate_note": self.escalate_note,
             "escalate_field": self.escalate_field,
+            # Only the annotator's own count: queue-wide counters (labels still needed, items open or
+            # done) change after an ordinary item's label and not after a gold item's, which would
+            # tell the annotator which items are gold.
             "done_by_me": labelled_by(engine, self.queue["id"], self.annotator.id),
-            "progress": self.queue["progress"],
             "guidelines": markdown(self.schema.guidelines),
             "h": _helpers(),
         }
@@ -259,7 +261,22 @@ def _review_context(
     waiting = annotation.items_for_review(engine, principal.project_id, queue)
     schema = annotation.LabelSchema.model_validate(waiting["schema"])
     items = waiting["items"]
-    current = next((i for i in items if i["id"] == chosen), items[0] if items else None)
+    current = next((i for i in items if i["id"] == chosen), None)
+    if chosen is not None and current is None:
+        # The item asked for is not among those waiting (another reviewer adjudicated it meanwhile, or it
+        # is past the ones listed): show the first waiting item, and never with what was typed for the
+        # other one, or submitting the form would record those values for an item they were not meant for.
+        gone = (
+            f"Item {chosen} is no longer waiting for adjudication here (another reviewer may have "
+            "adjudicated it meanwhile)."
+        )
+        if submitted is not None:
+            gone += " Nothing was recorded for it from your form."
+        notice = f"{notice} {gone}" if notice else gone
+        submitted, error, rationale = None, None, ""
+        current = items[0] if items else None
+    elif current is None:
+        current = items[0] if items else None
     form = None
     if current is not None:
         values = (
@@ -319,7 +336,10 @@ async def adjudicate(request: Request, queue: str, item: str) -> Response:
         context = _review_context(
             request, principal, queue, item_id, None, error, value or raw_label(schema, form), rationale
         )
-        return _review_render(request, context, status=422)
+        # 422 (the form again, its problems marked) only when the page still shows this item; otherwise
+        # the page says the item is no longer waiting and shows another one, with a fresh form.
+        still_here = context["item"] is not None and context["item"]["id"] == item_id
+        return _review_render(request, context, status=422 if still_here else 200)
     if not _is_htmx(request):
         return RedirectResponse(f"/ui/queues/{queue}/review", status_code=303)
     notice = f"Item {item_id} adjudicated."
