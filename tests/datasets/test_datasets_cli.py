@@ -202,3 +202,54 @@ def test_an_unknown_snapshot_is_an_error_without_a_traceback(sqlite_engine: sa.E
     assert result.returncode == 2
     assert "snapshot deadbeef does not exist in this project" in one_line(result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_text_that_looks_like_rich_markup_is_printed_as_it_is(
+    db: str, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(datasets_cli.console, "_width", 300)  # table cells unwrapped
+    from prodloop.annotation import (
+        ItemIn,
+        QueueSettings,
+        add_items,
+        create_queue,
+        register_annotator,
+        save_schema,
+    )
+    from prodloop.capture import TraceIn, ingest_traces
+    from tests.datasets.support import SCHEMA
+
+    pid = ensure_project(engine, "default")
+    save_schema(engine, pid, SCHEMA)
+    create_queue(engine, pid, QueueSettings(name="intents", schema="support-intent@1", overlap=1))
+    prompt = "[INST] hi [/INST] [citation needed]"
+    ingest_traces(engine, pid, [TraceIn(trace_id=trace_id(0), feature="support", input=prompt)])
+    add_items(engine, pid, "intents", [ItemIn(trace_id=trace_id(0))])
+    setup = Labelled(
+        engine, pid, "intents", {"[red]ana[/red]": register_annotator(engine, pid, "[red]ana[/red]")}
+    )
+    with engine.connect() as connection:
+        from prodloop.store.schema import queue_items
+
+        setup.items[0] = connection.execute(sa.select(queue_items.c.id)).scalar_one()
+    setup.label(0, "[red]ana[/red]", {"intent": "billing"})
+
+    name = "v1 [/draft] [citation needed]"
+    made = cli(db, "dataset", "snapshot", "--queue", "intents", "--name", name, "--created-by", "[/who]")
+    snapshot_id = made.stdout.split("created snapshot ")[1].split()[0]
+    assert f"{name!r} from queue 'intents'" in one_line(made.stdout)
+
+    listed = cli(db, "dataset", "ls").stdout
+    assert "[/draft]" in listed and "[citation" in listed and "[/who]" in listed
+
+    shown = one_line(cli(db, "dataset", "show", snapshot_id[:8]).stdout)
+    assert f"{name} {snapshot_id}" in shown
+    assert "queue: intents (majority)" in shown and "by [/who]" in shown
+    assert "[red]ana[/red] (human, 1)" in shown
+    assert prompt in shown
+
+    lineage = one_line(cli(db, "dataset", "lineage", "--trace", trace_id(0)).stdout)
+    assert "in queue 'intents'" in lineage and "by [red]ana[/red]" in lineage and repr(name) in lineage
+    cli(db, "checkpoint", "register", "--name", "ft [/x]", "--dataset", snapshot_id[:8], "--adapter", "[i]")
+    assert "ft [/x]" in cli(db, "checkpoint", "ls").stdout
+    assert "[red]ana[/red]" in cli(db, "checkpoint", "lineage", "ft [/x]").stdout

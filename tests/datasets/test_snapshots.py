@@ -269,3 +269,106 @@ def test_the_same_snapshot_made_at_once_by_several_callers_is_stored_once(setup:
     assert sum(snapshot["created"] for snapshot in made) == 1
     assert count(setup.engine, dataset_snapshots) == 1 and count(setup.engine, dataset_rows) == 6
     assert verify_snapshot(setup.engine, setup.pid, made[0]["id"])["ok"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Verification of malformed data and of the columns that mirror the content
+
+
+def _set_row(connection: sa.Connection, snapshot: str, position: int, **changes: Any) -> None:
+    """Rewrite row ``position``'s JSON with ``changes`` (still canonical, so only the checks can tell)."""
+    where = (dataset_rows.c.snapshot_id == snapshot, dataset_rows.c.position == position)
+    row = json.loads(connection.execute(sa.select(dataset_rows.c.content).where(*where)).scalar_one())
+    connection.execute(
+        dataset_rows.update().where(*where).values(content=rfc8785.dumps({**row, **changes}).decode())
+    )
+
+
+def _set_manifest(connection: sa.Connection, snapshot: str, manifest: Any) -> None:
+    connection.execute(
+        dataset_snapshots.update().where(dataset_snapshots.c.id == snapshot).values(manifest=manifest)
+    )
+
+
+def _manifest(connection: sa.Connection, snapshot: str) -> Any:
+    return connection.execute(
+        sa.select(dataset_snapshots.c.manifest).where(dataset_snapshots.c.id == snapshot)
+    ).scalar_one()
+
+
+MALFORMED: dict[str, tuple[Any, str, str]] = {
+    "row label_ids of strings": (
+        lambda c, s: _set_row(c, s, 2, label_ids=["x"]),
+        "row",
+        'row 2 (item {item}, trace {trace}) has label_ids ["x"], not a list of integers',
+    ),
+    "row label_ids a number": (
+        lambda c, s: _set_row(c, s, 2, label_ids=5),
+        "row",
+        "row 2 (item {item}, trace {trace}) has label_ids 5, not a list of integers",
+    ),
+    "manifest label_ids of strings": (
+        lambda c, s: _set_manifest(c, s, {**_manifest(c, s), "label_ids": ["1", None]}),
+        "manifest",
+        """the manifest's label_ids is ["1", null], not a list of integers""",
+    ),
+    "manifest label_ids an object": (
+        lambda c, s: _set_manifest(c, s, {**_manifest(c, s), "label_ids": {"a": 1}}),
+        "manifest",
+        """the manifest's label_ids is {{"a": 1}}, not a list of integers""",
+    ),
+    "manifest a list": (lambda c, s: _set_manifest(c, s, [1, 2]), "manifest", "the manifest is a list"),
+    "manifest a string": (lambda c, s: _set_manifest(c, s, "x"), "manifest", "the manifest is a string"),
+    "row_hashes not a list": (
+        lambda c, s: _set_manifest(c, s, {**_manifest(c, s), "row_hashes": 7, "counts": None}),
+        "manifest",
+        "the manifest's row_hashes is a number, not a list",
+    ),
+    "snapshot name column": (
+        lambda c, s: c.execute(
+            dataset_snapshots.update().where(dataset_snapshots.c.id == s).values(name="renamed")
+        ),
+        "manifest",
+        "the snapshot record's name 'renamed' is not the manifest's name",
+    ),
+    "row item_id column": (
+        lambda c, s: c.execute(
+            dataset_rows.update()
+            .where(dataset_rows.c.snapshot_id == s, dataset_rows.c.position == 2)
+            .values(item_id=dataset_rows.c.item_id + 1)
+        ),
+        "row",
+        "row 2 (item {item}, trace {trace}) is stored with item_id {next_item} but its content says {item}",
+    ),
+    "row trace_id column": (
+        lambda c, s: c.execute(
+            dataset_rows.update()
+            .where(dataset_rows.c.snapshot_id == s, dataset_rows.c.position == 2)
+            .values(trace_id=trace_id(9))
+        ),
+        "row",
+        "row 2 (item {item}, trace {trace}) is stored with trace_id '{other}' but its content says '{trace}'",
+    ),
+}
+
+
+def test_verify_reports_malformed_data_and_mismatched_columns_without_raising(setup: Labelled) -> None:
+    made = {kind: snapshot_queue(setup.engine, setup.pid, "intents", kind)["id"] for kind in MALFORMED}
+    with setup.engine.begin() as connection:
+        for kind, snapshot in made.items():
+            MALFORMED[kind][0](connection, snapshot)
+
+    for kind, snapshot in made.items():
+        _, check, message = MALFORMED[kind]
+        report = verify_snapshot(setup.engine, setup.pid, snapshot)
+        assert not report["ok"] and report["id"] == snapshot, kind
+        expected = message.format(
+            item=setup.items[2], trace=trace_id(2), next_item=setup.items[2] + 1, other=trace_id(9)
+        )
+        assert any(p["check"] == check and expected in p["message"] for p in report["problems"]), (
+            kind,
+            report,
+        )
+        if check == "row":
+            named = [p for p in report["problems"] if p["check"] == "row"]
+            assert {(p["position"], p["item_id"]) for p in named} == {(2, setup.items[2])}, kind

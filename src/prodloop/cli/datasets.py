@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
@@ -42,11 +43,22 @@ def _shown(value: Any, width: int = 50) -> str:
         return "—"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return escape(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def _label(value: dict[str, Any]) -> str:
-    return ", ".join(f"{field}={_shown(answer, 30)}" for field, answer in value.items())
+    """A label's fields and answers, shortened and escaped for Rich markup."""
+    return ", ".join(f"{escape(str(field))}={_shown(answer, 30)}" for field, answer in value.items())
+
+
+def _quoted(value: Any) -> str:
+    """``value``'s repr, escaped for Rich markup (user text such as ``[/draft]`` is printed as it is)."""
+    return escape(repr(value))
+
+
+def _text(value: Any, empty: str = "") -> str:
+    """User text for a table cell or a printed line, escaped for Rich markup."""
+    return empty if value is None or value == "" else escape(str(value))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,7 +94,8 @@ def dataset_snapshot(
     verb = "created" if snapshot["created"] else "unchanged: the same content is already stored as"
     console.print(f"{verb} snapshot [bold]{snapshot['id']}[/bold]")
     console.print(
-        f"  {snapshot['name']!r} from queue {snapshot['queue']!r} ({snapshot['aggregation']}): "
+        f"  {_quoted(snapshot['name'])} from queue {_quoted(snapshot['queue'])} "
+        f"({_text(snapshot['aggregation'])}): "
         f"{counts['rows']} rows, {counts['labels']} labels, {counts['annotators']} annotators"
     )
 
@@ -119,14 +132,14 @@ def dataset_ls(
     )
     for entry in found:
         table.add_row(
-            entry["id"][:12],
-            entry["name"],
-            entry["queue"] or "",
-            entry["aggregation"] or "",
-            str(entry["counts"]["rows"]),
-            str(entry["counts"]["labels"]),
+            _text(entry["id"][:12]),
+            _text(entry["name"]),
+            _text(entry["queue"]),
+            _text(entry["aggregation"]),
+            _text((entry["counts"] or {}).get("rows")),
+            _text((entry["counts"] or {}).get("labels")),
             (entry["created_at"] or "")[:16].replace("T", " "),
-            entry["created_by"] or "",
+            _text(entry["created_by"]),
         )
     console.print(table)
 
@@ -150,26 +163,28 @@ def dataset_show(
         _print_json(found)
         return
     manifest = found["manifest"]
-    console.print(f"[bold]{found['name']}[/bold]  {found['id']}")
-    console.print(f"  queue:        {manifest['queue']} ({manifest['aggregation']})")
-    console.print(f"  schemas:      {', '.join(manifest['schema_versions'])}")
-    console.print(f"  filters:      {json.dumps(manifest['filters'])}")
+    console.print(f"[bold]{_text(found['name'])}[/bold]  {found['id']}")
+    console.print(f"  queue:        {_text(manifest['queue'])} ({_text(manifest['aggregation'])})")
+    console.print(f"  schemas:      {escape(', '.join(manifest['schema_versions']))}")
+    console.print(f"  filters:      {escape(json.dumps(manifest['filters'], ensure_ascii=False))}")
     counts = manifest["counts"]
     console.print(
         f"  counts:       {counts['rows']} rows, {counts['labels']} labels, {counts['annotators']} annotators"
     )
-    people = ", ".join(f"{p['name']} ({p['kind']}, {p['labels']})" for p in manifest["annotators"])
+    people = ", ".join(
+        f"{_text(p['name'])} ({_text(p['kind'])}, {p['labels']})" for p in manifest["annotators"]
+    )
     console.print(f"  annotators:   {people}")
-    console.print(f"  rows sha256:  {manifest['rows_sha256']}")
-    console.print(f"  created:      {found['created_at']} by {found['created_by'] or '—'}")
+    console.print(f"  rows sha256:  {_text(manifest['rows_sha256'])}")
+    console.print(f"  created:      {found['created_at']} by {_text(found['created_by'], '—')}")
     if rows > 0:
         page = snapshot_rows(engine, pid, found["id"], 0, min(rows, 1000))
         table = Table("#", "item", "trace", "input", "label", "annotators")
         for row in page["rows"]:
             table.add_row(
                 str(row["position"]),
-                str(row["item_id"]),
-                (row["trace_id"] or "—")[:12],
+                _text(row["item_id"]),
+                _text((row["trace_id"] or "—")[:12]),
                 _shown(row["input"], 40),
                 _label(row["label"]),
                 str(len(row["annotators"])),
@@ -201,7 +216,7 @@ def dataset_verify(
     else:
         err.print(f"[red]snapshot {report['id']} does not match its content:[/red]")
         for problem in report["problems"]:
-            err.print(f"  {problem['check']}: {problem['message']}")
+            err.print(f"  {escape(problem['check'])}: {escape(problem['message'])}")
         if report["more_problems"]:
             err.print(f"  … and {report['more_problems']} more problems")
     if not report["ok"]:
@@ -236,10 +251,11 @@ def dataset_export(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, disable=total < PROGRESS_ROWS) as bar:
-        task = bar.add_task(f"exporting {found['name']} ({fmt})", total=total)
+        task = bar.add_task(f"exporting {_text(found['name'])} ({fmt})", total=total)
         result = export_snapshot(engine, pid, found["id"], fmt, output, lambda n: bar.advance(task, n))
     console.print(
-        f"exported {result['rows']} rows of snapshot {result['id'][:12]} to {', '.join(result['files'])}"
+        f"exported {result['rows']} rows of snapshot {result['id'][:12]} to "
+        f"{escape(', '.join(str(file) for file in result['files']))}"
     )
 
 
@@ -263,7 +279,8 @@ def dataset_diff(
         return
     counts = diff["counts"]
     console.print(
-        f"{diff['a']['name']} {diff['a']['id'][:12]} → {diff['b']['name']} {diff['b']['id'][:12]} "
+        f"{_text(diff['a']['name'])} {diff['a']['id'][:12]} → {_text(diff['b']['name'])} "
+        f"{diff['b']['id'][:12]} "
         f"(rows matched by {diff['matched_by']})"
     )
     console.print(
@@ -272,13 +289,15 @@ def dataset_diff(
     )
     for kind, sign in (("added", "+"), ("removed", "-")):
         for row in diff[kind][:limit]:
-            console.print(f"  {sign} item {row['item_id']} {row['trace_id'] or ''} {_label(row['label'])}")
+            console.print(
+                f"  {sign} item {_text(row['item_id'])} {_text(row['trace_id'])} {_label(row['label'])}"
+            )
     for row in diff["relabelled"][:limit]:
         changes = "; ".join(
-            f"{change['field']}: {_shown(change['a'], 30)} → {_shown(change['b'], 30)}"
+            f"{_text(change['field'])}: {_shown(change['a'], 30)} → {_shown(change['b'], 30)}"
             for change in row["changes"]
         )
-        console.print(f"  ~ item {row['item_id']} {row['trace_id'] or ''} {changes}")
+        console.print(f"  ~ item {_text(row['item_id'])} {_text(row['trace_id'])} {changes}")
     hidden = sum(max(0, counts[kind] - limit) for kind in ("added", "removed", "relabelled"))
     if hidden:
         err.print(f"{hidden} more changed rows not shown; raise --limit or use --format json")
@@ -300,27 +319,30 @@ def dataset_lineage(
     if output == "json":
         _print_json(lineage)
         return
-    console.print(f"trace [bold]{lineage['trace_id']}[/bold]")
+    console.print(f"trace [bold]{_text(lineage['trace_id'])}[/bold]")
     if not lineage["items"]:
         console.print("  in no annotation queue")
     for item in lineage["items"]:
-        console.print(f"  item {item['item_id']} in queue {item['queue']!r} ({item['status']})")
+        console.print(
+            f"  item {_text(item['item_id'])} in queue {_quoted(item['queue'])} ({_text(item['status'])})"
+        )
         for label in item["labels"]:
             state = "current" if label["current"] else "superseded"
-            replaces = f", replaces {label['supersedes']}" if label["supersedes"] else ""
+            replaces = f", replaces {_text(label['supersedes'])}" if label["supersedes"] else ""
             console.print(
-                f"    label {label['id']} by {label['annotator']} ({label['role']}, {state}{replaces}): "
+                f"    label {_text(label['id'])} by {_text(label['annotator'])} ({_text(label['role'])}, "
+                f"{state}{replaces}): "
                 f"{_label(label['value'])}"
             )
     for snapshot in lineage["snapshots"]:
         console.print(
-            f"  in snapshot {snapshot['id'][:12]} {snapshot['name']!r} row {snapshot['position']}: "
-            f"{_label(snapshot['label'] or {})} (labels {snapshot['label_ids']})"
+            f"  in snapshot {snapshot['id'][:12]} {_quoted(snapshot['name'])} row {snapshot['position']}: "
+            f"{_label(snapshot['label'] or {})} (labels {escape(str(snapshot['label_ids']))})"
         )
     for checkpoint in lineage["checkpoints"]:
         console.print(
-            f"  → checkpoint {checkpoint['name']!r} "
-            f"({checkpoint['purpose']} on {checkpoint['snapshot_id'][:12]})"
+            f"  → checkpoint {_quoted(checkpoint['name'])} "
+            f"({_text(checkpoint['purpose'])} on {checkpoint['snapshot_id'][:12]})"
         )
 
 
@@ -363,10 +385,11 @@ def checkpoint_register(
     if output == "json":
         _print_json(checkpoint)
         return
-    console.print(f"registered checkpoint [bold]{checkpoint['name']}[/bold]")
+    console.print(f"registered checkpoint [bold]{_text(checkpoint['name'])}[/bold]")
     for entry in checkpoint["datasets"]:
         console.print(
-            f"  {entry['purpose']}: {entry['snapshot_id']} ({entry['name']!r}, {entry['rows']} rows)"
+            f"  {_text(entry['purpose'])}: {entry['snapshot_id']} ({_quoted(entry['name'])}, "
+            f"{entry['rows']} rows)"
         )
 
 
@@ -391,13 +414,15 @@ def checkpoint_ls(
     table = Table("name", "base model", "adapter", "train", "eval", "created")
     for entry in found:
         by_purpose = {
-            purpose: ", ".join(d["snapshot_id"][:12] for d in entry["datasets"] if d["purpose"] == purpose)
+            purpose: escape(
+                ", ".join(d["snapshot_id"][:12] for d in entry["datasets"] if d["purpose"] == purpose)
+            )
             for purpose in ("train", "eval")
         }
         table.add_row(
-            entry["name"],
-            entry["base_model"] or "",
-            entry["adapter"] or "",
+            _text(entry["name"]),
+            _text(entry["base_model"]),
+            _text(entry["adapter"]),
             by_purpose["train"],
             by_purpose["eval"],
             (entry["created_at"] or "")[:16].replace("T", " "),
@@ -424,33 +449,36 @@ def checkpoint_lineage_cmd(
         return
     checkpoint = lineage["checkpoint"]
     counts = lineage["counts"]
-    console.print(f"checkpoint [bold]{checkpoint['name']}[/bold]")
+    console.print(f"checkpoint [bold]{_text(checkpoint['name'])}[/bold]")
     if checkpoint["base_model"] or checkpoint["adapter"]:
         console.print(
-            f"  base model {checkpoint['base_model'] or '—'}, adapter {checkpoint['adapter'] or '—'}"
+            f"  base model {_text(checkpoint['base_model'], '—')}, "
+            f"adapter {_text(checkpoint['adapter'], '—')}"
         )
     for entry in lineage["datasets"]:
         console.print(
-            f"  {entry['purpose']}: {entry['snapshot_id']} {entry['name']!r} "
-            f"(queue {entry['queue']}, {entry['aggregation']}, {entry['rows']} rows)"
+            f"  {_text(entry['purpose'])}: {entry['snapshot_id']} {_quoted(entry['name'])} "
+            f"(queue {_text(entry['queue'])}, {_text(entry['aggregation'])}, {entry['rows']} rows)"
         )
     console.print(
         f"  {counts['labels']} labels by {counts['annotators']} annotators over {counts['traces']} traces:"
     )
     for person in lineage["annotators"]:
         plural = "" if person["labels"] == 1 else "s"
-        console.print(f"    {person['name']} ({person['kind']}): {person['labels']} label{plural}")
+        console.print(
+            f"    {_text(person['name'])} ({_text(person['kind'])}): {person['labels']} label{plural}"
+        )
     if labels > 0:
         table = Table("label", "item", "trace", "annotator", "role", "value", "used for")
         for label in lineage["labels"][:labels]:
             table.add_row(
-                str(label["id"]),
-                str(label["item_id"]),
-                (label["trace_id"] or "—")[:12],
-                label["annotator"],
-                label["role"],
+                _text(label["id"]),
+                _text(label["item_id"]),
+                _text((label["trace_id"] or "—")[:12]),
+                _text(label["annotator"]),
+                _text(label["role"]),
                 _label(label["value"]),
-                ", ".join(label["purposes"]),
+                escape(", ".join(label["purposes"])),
             )
         console.print(table)
         if counts["labels"] > labels:
