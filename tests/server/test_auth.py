@@ -94,6 +94,15 @@ def test_bootstrap_creates_default_admin_once(engine: sa.Engine, tmp_path: Path)
     assert bootstrap_admin(engine, tmp_path / "home") is None
 
 
+def test_bootstrap_makes_an_admin_key_for_a_store_filled_without_one(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    create_api_key(engine, "default", "annotator", name="ana")  # as `prodloop demo` leaves it
+    key = bootstrap_admin(engine, tmp_path / "home")
+    assert key is not None and authenticate(engine, key).role == Role.ADMIN
+    assert bootstrap_admin(engine, tmp_path / "home") is None
+
+
 def test_key_cache_does_not_leak_across_apps(engine: sa.Engine, tmp_path: Path) -> None:
     key = create_api_key(engine, "default", "viewer")
     with TestClient(create_app(engine, Settings(home=tmp_path))) as first:

@@ -23,6 +23,7 @@ from prodloop.annotation.annotators import (
     list_annotators,
     register_annotator,
 )
+from prodloop.annotation.client import AnnotatorClient, JudgeFailed, LeasedItem
 from prodloop.annotation.labels import (
     Author,
     adjudicate,
@@ -84,12 +85,15 @@ from prodloop.annotation.schemas import (
 __all__ = [
     "AgreementReport",
     "Annotator",
+    "AnnotatorClient",
     "Author",
     "DawidSkeneResult",
     "FieldSpec",
     "FieldType",
     "ItemIn",
+    "JudgeFailed",
     "LabelSchema",
+    "LeasedItem",
     "Level",
     "MajorityResult",
     "QueueSettings",

@@ -136,15 +136,20 @@ def authenticate(engine: sa.Engine, key: str | None) -> Principal:
     return Principal(key_id=row.id, project_id=row.project_id, project=row.name, role=Role(row.role))
 
 
-def has_projects(engine: sa.Engine) -> bool:
+def has_admin_keys(engine: sa.Engine) -> bool:
+    """Whether any admin key was ever made (revoked ones count: revoking is a choice to respect)."""
     with read_transaction(engine) as connection:
-        return connection.execute(sa.select(sa.func.count()).select_from(projects)).scalar_one() > 0
+        found = connection.execute(
+            sa.select(api_keys.c.id).where(api_keys.c.role == Role.ADMIN.value).limit(1)
+        )
+        return found.first() is not None
 
 
 def bootstrap_admin(engine: sa.Engine, home: Path) -> str | None:
-    """On an empty store: create project ``default`` and an admin key, write it to ``HOME/admin-key``
-    (mode 0600) and return it. Returns None when the store already has a project."""
-    if has_projects(engine):
+    """On a store with no admin key yet (a new one, or one that only `prodloop demo` or `ingest`
+    filled): create an admin key for project ``default`` (created if new), write it to
+    ``HOME/admin-key`` (mode 0600) and return it. Returns None when an admin key exists."""
+    if has_admin_keys(engine):
         return None
     key = create_api_key(engine, "default", Role.ADMIN, name="bootstrap admin")
     home.mkdir(parents=True, exist_ok=True)
