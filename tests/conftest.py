@@ -122,7 +122,11 @@ class LiveServer:
     def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        # A long keep-alive: with uvicorn's 5 s, a pooled client connection idle that long can be
+        # closed by the server just as a test thread reuses it, and the request fails with a reset.
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", timeout_keep_alive=120
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

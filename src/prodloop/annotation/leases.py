@@ -45,34 +45,55 @@ def _iso(ns: int) -> str:
     return iso(ns) or ""
 
 
-def _active_holders(item: Any, annotator_id: int, now: int) -> sa.ScalarSelect[Any]:
-    return (
-        sa.select(sa.func.count())
-        .select_from(leases)
-        .where(leases.c.item_id == item, leases.c.expires_ns > now, leases.c.annotator_id != annotator_id)
-        .scalar_subquery()
-    )
+# The statements of the lease path are built once, with bind parameters (``queue``, ``annotator``,
+# ``now``, ``overlap``, ``item``): building a statement costs far more than running a cached one.
 
-
-def _not_mine(annotator_id: int) -> list[sa.ColumnElement[bool]]:
-    mine_labelled = sa.exists().where(
-        labels.c.item_id == queue_items.c.id, labels.c.annotator_id == annotator_id
+#: Unexpired leases on the item by annotators other than the caller.
+_HOLDERS = (
+    sa.select(sa.func.count())
+    .select_from(leases)
+    .where(
+        leases.c.item_id == queue_items.c.id,
+        leases.c.expires_ns > sa.bindparam("now"),
+        leases.c.annotator_id != sa.bindparam("annotator"),
     )
-    mine_skipped = sa.exists().where(
-        skips.c.item_id == queue_items.c.id, skips.c.annotator_id == annotator_id
+    .scalar_subquery()
+)
+#: Items the caller has neither labelled nor skipped.
+_NOT_MINE = (
+    ~sa.exists().where(
+        labels.c.item_id == queue_items.c.id, labels.c.annotator_id == sa.bindparam("annotator")
+    ),
+    ~sa.exists().where(
+        skips.c.item_id == queue_items.c.id, skips.c.annotator_id == sa.bindparam("annotator")
+    ),
+)
+#: Open ordinary items with room for the caller, in the order annotators are served.
+_CANDIDATES_QUERY = (
+    sa.select(queue_items.c.id)
+    .where(
+        queue_items.c.queue_id == sa.bindparam("queue"),
+        queue_items.c.status == "open",
+        queue_items.c.gold.is_(None),
+        *_NOT_MINE,
+        queue_items.c.n_labels + _HOLDERS < sa.bindparam("overlap"),
     )
-    return [~mine_labelled, ~mine_skipped]
+    .order_by(queue_items.c.priority.desc(), queue_items.c.id)
+)
+_NEXT_ONE = _CANDIDATES_QUERY.limit(1)
+_NEXT_UNLOCKED = _CANDIDATES_QUERY.limit(_CANDIDATES).with_for_update(skip_locked=True, of=queue_items)
+_NEXT_WAITING = _CANDIDATES_QUERY.limit(1).with_for_update(of=queue_items)
+#: Whether an item still has room for the caller.
+_ROOM = sa.select(
+    queue_items.c.status,
+    queue_items.c.n_labels,
+    queue_items.c.gold.is_not(None).label("is_gold"),
+    _HOLDERS.label("held"),
+).where(queue_items.c.id == sa.bindparam("item"))
 
 
 def _has_room(connection: sa.Connection, item_id: int, overlap: int, annotator_id: int, now: int) -> bool:
-    row = connection.execute(
-        sa.select(
-            queue_items.c.status,
-            queue_items.c.n_labels,
-            queue_items.c.gold.is_not(None).label("is_gold"),
-            _active_holders(queue_items.c.id, annotator_id, now).label("held"),
-        ).where(queue_items.c.id == item_id)
-    ).one()
+    row = connection.execute(_ROOM, {"item": item_id, "annotator": annotator_id, "now": now}).one()
     if row.is_gold:
         return True
     return row.status == "open" and bool(row.n_labels + row.held < overlap)
@@ -120,41 +141,26 @@ def _next_gold(connection: sa.Connection, queue: Any, annotator_id: int) -> int 
             queue_items.c.queue_id == queue.id,
             queue_items.c.gold.is_not(None),
             ~held,
-            *_not_mine(annotator_id),
+            *_NOT_MINE,
         )
         .order_by(queue_items.c.priority.desc(), queue_items.c.id)
-        .limit(1)
+        .limit(1),
+        {"annotator": annotator_id},
     ).scalar()
 
 
 def _next_item(connection: sa.Connection, queue: Any, annotator_id: int, now: int) -> int | None:
-    candidates = (
-        sa.select(queue_items.c.id)
-        .where(
-            queue_items.c.queue_id == queue.id,
-            queue_items.c.status == "open",
-            queue_items.c.gold.is_(None),
-            *_not_mine(annotator_id),
-            queue_items.c.n_labels + _active_holders(queue_items.c.id, annotator_id, now) < queue.overlap,
-        )
-        .order_by(queue_items.c.priority.desc(), queue_items.c.id)
-    )
+    params = {"queue": queue.id, "annotator": annotator_id, "now": now, "overlap": queue.overlap}
     if is_sqlite(connection):  # one writer at a time: what this transaction reads is current
-        return connection.execute(candidates.limit(1)).scalar()  # type: ignore[no-any-return]
+        return connection.execute(_NEXT_ONE, params).scalar()  # type: ignore[no-any-return]
     for _ in range(_ATTEMPTS):
         attempt = connection.begin_nested()
-        locked = (
-            connection.execute(
-                candidates.limit(_CANDIDATES).with_for_update(skip_locked=True, of=queue_items)
-            )
-            .scalars()
-            .all()
-        )
+        locked = connection.execute(_NEXT_UNLOCKED, params).scalars().all()
         if not locked:
             # Every candidate left is locked by someone leasing or submitting right now: wait for the
             # first rather than answer that nothing is left. This attempt holds no other lock (the
             # last one's were given back), so the wait cannot close a cycle.
-            locked = connection.execute(candidates.limit(1).with_for_update(of=queue_items)).scalars().all()
+            locked = connection.execute(_NEXT_WAITING, params).scalars().all()
             if not locked:
                 attempt.commit()
                 return None
