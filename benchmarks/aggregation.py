@@ -42,7 +42,7 @@ from typing import Any
 import harness
 import numpy as np
 import pandas as pd
-from agreement import simulated_ratings, summary, timed
+from agreement import add_data_options, simulated_ratings, summary, timed
 from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
@@ -168,11 +168,7 @@ def _table(rows: list[tuple[str, dict[str, Any]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=100_000, help="Items (columns of the matrix).")
-    parser.add_argument("--annotators", type=int, default=5, help="Annotators (rows of the matrix).")
-    parser.add_argument("--categories", type=int, default=5, help="Classes, coded 0 .. categories - 1.")
-    parser.add_argument("--missing", type=float, default=0.2, help="Share of ratings removed at random.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the data generator.")
+    add_data_options(parser)
     parser.add_argument("--repeat", type=int, default=3, help="Timed runs of each function per measurement.")
     parser.add_argument(
         "--max-iter", type=int, default=100, help="Most EM iterations of both in the run to convergence."

@@ -123,13 +123,18 @@ def _table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the simulated ratings, shared with ``aggregation.py``."""
     parser.add_argument("--items", type=int, default=100_000, help="Items (columns of the matrix).")
     parser.add_argument("--annotators", type=int, default=5, help="Annotators (rows of the matrix).")
     parser.add_argument("--categories", type=int, default=5, help="Classes, coded 0 .. categories - 1.")
     parser.add_argument("--missing", type=float, default=0.2, help="Share of ratings removed at random.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data generator.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_options(parser)
     parser.add_argument(
         "--levels", default="nominal,interval", help=f"Comma-separated levels: {', '.join(LEVELS)}."
     )

@@ -430,3 +430,21 @@ def run_load_processes(
                 process.kill()
                 process.join(timeout=5)
     return {"reports": reports, "wall": wall, "server_cpu": server_cpu, "machine_cpu": machine_cpu}
+
+
+@contextlib.contextmanager
+def backend_server(backend: str, args: Any) -> Iterator[Server]:
+    """``prodloop serve`` on a throwaway store of ``backend`` (sqlite, or postgresql in a fresh database
+    under ``args.pg_url``), with ``args.sqlite_synchronous`` and ``args.prodloop`` as given."""
+    with contextlib.ExitStack() as stack:
+        database_url = None
+        if backend == "postgresql":
+            database_url = stack.enter_context(postgres_database(args.pg_url))
+        extra_env = (
+            {"PRODLOOP_SQLITE_SYNCHRONOUS": args.sqlite_synchronous} if args.sqlite_synchronous else {}
+        )
+        server = stack.enter_context(prodloop_server(database_url, extra_env, executable=args.prodloop))
+        server.info["database_url"] = describe_url(server.info["database_url"])
+        if backend == "sqlite":
+            server.info["sqlite_synchronous"] = args.sqlite_synchronous or "FULL (default)"
+        yield server

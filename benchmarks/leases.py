@@ -33,7 +33,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -332,24 +331,6 @@ def measure(
     return result
 
 
-@contextlib.contextmanager
-def backend_server(backend: str, args: argparse.Namespace) -> Iterator[harness.Server]:
-    with contextlib.ExitStack() as stack:
-        database_url = None
-        if backend == "postgresql":
-            database_url = stack.enter_context(harness.postgres_database(args.pg_url))
-        extra_env = (
-            {"PRODLOOP_SQLITE_SYNCHRONOUS": args.sqlite_synchronous} if args.sqlite_synchronous else {}
-        )
-        server = stack.enter_context(
-            harness.prodloop_server(database_url, extra_env, executable=args.prodloop)
-        )
-        server.info["database_url"] = harness.describe_url(server.info["database_url"])
-        if backend == "sqlite":
-            server.info["sqlite_synchronous"] = args.sqlite_synchronous or "FULL (default)"
-        yield server
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -408,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Measurement] = []
     for backend in backends:
         harness.log(f"prodloop on {backend}")
-        with backend_server(backend, args) as server:
+        with harness.backend_server(backend, args) as server:
             _post(server, "/api/v1/schemas", SCHEMA)
             keys = make_annotators(server, args.annotators)
             samples = harness.RESULTS / f"leases-{backend}.folded"

@@ -31,7 +31,6 @@ import secrets
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -357,24 +356,6 @@ def measure(
     return result
 
 
-@contextlib.contextmanager
-def backend_server(backend: str, args: argparse.Namespace) -> Iterator[harness.Server]:
-    with contextlib.ExitStack() as stack:
-        database_url = None
-        if backend == "postgresql":
-            database_url = stack.enter_context(harness.postgres_database(args.pg_url))
-        extra_env = (
-            {"PRODLOOP_SQLITE_SYNCHRONOUS": args.sqlite_synchronous} if args.sqlite_synchronous else {}
-        )
-        server = stack.enter_context(
-            harness.prodloop_server(database_url, extra_env, executable=args.prodloop)
-        )
-        server.info["database_url"] = harness.describe_url(server.info["database_url"])
-        if backend == "sqlite":
-            server.info["sqlite_synchronous"] = args.sqlite_synchronous or "FULL (default)"
-        yield server
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -430,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Measurement] = []
     for backend in backends:
         harness.log(f"prodloop on {backend}")
-        with backend_server(backend, args) as server:
+        with harness.backend_server(backend, args) as server:
             samples = harness.RESULTS / f"signals-{backend}.folded"
             harness.log(f"  storing {args.traces} traces")
             trace_ids = create_traces(server, args.traces)

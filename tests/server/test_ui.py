@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from prodloop.capture import SignalIn, SpanIn, TraceIn, ingest_traces, record_signals
 from prodloop.server import create_api_key, create_app
@@ -20,17 +19,7 @@ from prodloop.server.auth import project_id
 from prodloop.settings import Settings
 from prodloop.store import create_store_engine, upgrade
 from tests.conftest import LiveServer
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+from tests.server.browser import log_in
 
 RICH = "5eed" * 8  # the trace with child spans, messages and signals
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -152,16 +141,6 @@ def keys(store: tuple[sa.Engine, dict[str, str]]) -> dict[str, str]:
     return store[1]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Chromium at /usr/bin/chromium (apt-get install chromium)")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def page(browser: Any, server: LiveServer) -> Iterator[Any]:
     context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
@@ -169,16 +148,6 @@ def page(browser: Any, server: LiveServer) -> Iterator[Any]:
     tab = context.new_page()
     yield tab
     context.close()
-
-
-def log_in(page: Any, key: str, accepted: bool = True) -> None:
-    """Sign in; with ``accepted``, wait until the browser has left the login page, so that the test's
-    next navigation cannot race the redirect (and the cookie it sets)."""
-    page.goto("/ui/login")
-    page.fill("input[name=key]", key)
-    page.click("button[type=submit]")
-    if accepted:
-        page.wait_for_url(lambda url: "/ui/login" not in url)
 
 
 def settled(page: Any) -> None:

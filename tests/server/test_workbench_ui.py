@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from prodloop import annotation
 from prodloop.annotation import ItemIn, QueueSettings, quality
@@ -22,7 +22,7 @@ from prodloop.server.auth import project_id
 from prodloop.settings import Settings
 from prodloop.store import create_store_engine, upgrade
 from tests.conftest import LiveServer
-from tests.server.test_ui import CHROMIUM, CHROMIUM_ARGS, log_in
+from tests.server.browser import log_in
 
 TRACE = "7ace" * 8
 GUIDELINES = """# Support intent
@@ -187,16 +187,6 @@ def server(
     app = create_app(store[0], Settings(home=tmp_path_factory.mktemp("home")))
     with LiveServer(app) as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Chromium at /usr/bin/chromium (apt-get install chromium)")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

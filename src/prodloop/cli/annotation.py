@@ -18,7 +18,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from prodloop.cli.common import DbOption, ProjectOption, console, err, open_store, project_of
+from prodloop.cli.common import (
+    DbOption,
+    ProjectOption,
+    console,
+    err,
+    open_store_for_command,
+    print_json,
+    project_of,
+)
 
 schema_app = typer.Typer(help="Versioned label schemas.", no_args_is_help=True)
 queue_app = typer.Typer(help="Annotation queues: items, progress, agreement.", no_args_is_help=True)
@@ -33,21 +41,6 @@ ADD_CHUNK = 1000
 
 # --------------------------------------------------------------------------------------------------
 # Printing helpers
-
-
-def _print_json(value: Any) -> None:
-    """``value`` as indented JSON on stdout; numbers that are not finite become null."""
-    print(json.dumps(_finite(value), indent=2, allow_nan=False))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -83,13 +76,6 @@ def _when(ns: int | None) -> str:
     return (iso(ns) or "")[:19].replace("T", " ")
 
 
-def _open(ctx: typer.Context, db: str | None) -> Any:
-    """The store's engine, closed when the command ends (its pooled connections with it)."""
-    engine = open_store(db)
-    ctx.call_on_close(engine.dispose)
-    return engine
-
-
 def _progress(description: str, total: int) -> tuple[Progress, Any]:
     """A progress bar on stderr, drawn only on a terminal and gone when it is done."""
     columns = (
@@ -120,7 +106,7 @@ def schema_create(
     from prodloop.annotation import read_schema_file, save_schema
 
     document = read_schema_file(file)
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     schema, created = save_schema(engine, project_of(engine, project, create=True), document)
     if created:
         console.print(f"created {schema.ref}", highlight=False)
@@ -162,10 +148,10 @@ def schema_show(
     """Show a schema version: its fields and guidelines, or the document itself."""
     from prodloop.annotation import get_schema
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     schema = get_schema(engine, project_of(engine, project), ref)
     if output == "json":
-        _print_json(_schema_document(schema))
+        print_json(_schema_document(schema))
         return
     if output == "yaml":
         import yaml
@@ -196,7 +182,7 @@ def schema_ls(ctx: typer.Context, project: ProjectOption = "default", db: DbOpti
     """List the label schemas with their latest version."""
     from prodloop.annotation import list_schemas
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     schemas = list_schemas(engine, project_of(engine, project))
     if not schemas:
         err.print(f"no label schemas in project {project!r}; create one with `prodloop schema create FILE`")
@@ -225,7 +211,7 @@ def schema_versions_cmd(
     """List every version of a schema, oldest first."""
     from prodloop.annotation import schema_versions
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     versions = schema_versions(engine, project_of(engine, project), name)
     table = Table("version", "content hash", "saved by", "saved (UTC)")
     for entry in versions:
@@ -298,7 +284,7 @@ def queue_create(
         )
     except ValidationError as error:
         raise ValidationFailed.from_errors(error.errors()) from None
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     queue = create_queue(engine, project_of(engine, project), settings)
     console.print(
         f"created queue {queue['name']} on {queue['schema']}: {_settings_line(queue)}", highlight=False
@@ -330,10 +316,10 @@ def queue_ls(
     """List the queues with their progress."""
     from prodloop.annotation import list_queues
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     queues = list_queues(engine, project_of(engine, project))
     if output == "json":
-        _print_json({"queues": queues})
+        print_json({"queues": queues})
         return
     if not queues:
         err.print(f"no queues in project {project!r}; create one with `prodloop queue create`")
@@ -374,10 +360,10 @@ def queue_show(
     """Show a queue's settings and progress."""
     from prodloop.annotation import get_queue
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     shape = get_queue(engine, project_of(engine, project), queue)
     if output == "json":
-        _print_json(shape)
+        print_json(shape)
         return
     p = shape["progress"]
     table = Table("setting", "value", title=f"queue {shape['name']} (id {shape['id']})", title_justify="left")
@@ -420,7 +406,7 @@ def queue_set_schema(
     """Move a queue to another version of its schema; labels already given keep theirs."""
     from prodloop.annotation import change_queue_schema
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     shape = change_queue_schema(engine, project_of(engine, project), queue, schema)
     console.print(f"queue {escape(shape['name'])} now labels with {escape(shape['schema'])}")
 
@@ -602,7 +588,7 @@ def queue_add(
     from prodloop.annotation import add_items_from_traces, get_queue
     from prodloop.capture import TraceFilter
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     pid = project_of(engine, project)
     name = get_queue(engine, pid, queue)["name"]  # 404 before a long read
     if file is not None:
@@ -665,14 +651,14 @@ def queue_agreement_cmd(
     from prodloop.annotation.quality import agreement_by_schema_version, queue_agreement
     from prodloop.errors import InvalidRequest
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     pid = project_of(engine, project)
     if by_version:
         if since or until or schema:
             raise InvalidRequest("--by-version covers every label; leave out --since, --until and --schema")
         versions = agreement_by_schema_version(engine, pid, queue)
         if output == "json":
-            _print_json(versions)
+            print_json(versions)
             return
         for entry in versions["versions"]:
             _print_agreement(entry["fields"], title=f"{queue}: labels under {entry['schema']}")
@@ -681,7 +667,7 @@ def queue_agreement_cmd(
         return
     report = queue_agreement(engine, pid, queue, since=since, until=until, schema=schema)
     if output == "json":
-        _print_json(report)
+        print_json(report)
         return
     scope = [
         f"schema {schema}" if schema else "",
@@ -746,10 +732,10 @@ def queue_gold(
     With a 95% interval; those below the threshold are flagged."""
     from prodloop.annotation.quality import gold_accuracy
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     report = gold_accuracy(engine, project_of(engine, project), queue, threshold=threshold)
     if output == "json":
-        _print_json(report)
+        print_json(report)
         return
     if not report["annotators"]:
         err.print(f"nobody has labelled a gold item of queue {queue} yet")
@@ -798,10 +784,10 @@ def queue_review(
     An item waits when its labels disagree under the queue's rule, or when someone escalated it."""
     from prodloop.annotation import items_for_review
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     waiting = items_for_review(engine, project_of(engine, project), queue, limit=limit)
     if output == "json":
-        _print_json(waiting)
+        print_json(waiting)
         return
     if not waiting["items"]:
         console.print(f"no items of queue {waiting['queue']} wait for adjudication", highlight=False)
@@ -845,10 +831,10 @@ def queue_escalations(
     """Escalation notes ("guideline unclear") collected per field, most escalated first."""
     from prodloop.annotation import escalation_summary
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     summary = escalation_summary(engine, project_of(engine, project), queue)
     if output == "json":
-        _print_json(summary)
+        print_json(summary)
         return
     if not summary["fields"]:
         console.print(f"no escalations in queue {summary['queue']}", highlight=False)
@@ -885,10 +871,10 @@ def queue_aggregate(
     Each label comes with its confidence: the vote share, or the posterior."""
     from prodloop.annotation.quality import aggregate_queue
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     result = aggregate_queue(engine, project_of(engine, project), queue, method=method)
     if output == "json":
-        _print_json(result)
+        print_json(result)
         return
     for entry in result["fields"]:
         if not entry["items"]:
@@ -943,7 +929,7 @@ def annotator_create(
     from prodloop.store import read_transaction, write_transaction
     from prodloop.store.schema import api_keys
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     key = create_api_key(engine, project, "annotator", name=name)
     with read_transaction(engine) as connection:
         key_id = connection.execute(
@@ -969,10 +955,10 @@ def annotator_ls(
     """List the project's annotators: people and model judges."""
     from prodloop.annotation import list_annotators
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     people = list_annotators(engine, project_of(engine, project))
     if output == "json":
-        _print_json({"annotators": [person.to_dict() for person in people]})
+        print_json({"annotators": [person.to_dict() for person in people]})
         return
     if not people:
         err.print(f"no annotators in project {project!r}; add one with `prodloop annotator create NAME`")

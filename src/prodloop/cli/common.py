@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Annotated, Any
 
 import typer
@@ -41,3 +43,25 @@ def project_of(engine: Any, project: str, create: bool = False) -> int:
     from prodloop.server.auth import ensure_project, project_id
 
     return ensure_project(engine, project) if create else project_id(engine, project)
+
+
+def open_store_for_command(ctx: typer.Context, db: str | None) -> Any:
+    """The store's engine, closed when the command ends (its pooled connections with it)."""
+    engine = open_store(db)
+    ctx.call_on_close(engine.dispose)
+    return engine
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def print_json(value: Any) -> None:
+    """``value`` as indented JSON on stdout; numbers that are not finite become null."""
+    print(json.dumps(_finite(value), indent=2, ensure_ascii=False, allow_nan=False))

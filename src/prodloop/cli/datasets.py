@@ -14,7 +14,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from prodloop.cli.common import DbOption, ProjectOption, console, err, open_store, project_of
+from prodloop.cli.common import (
+    DbOption,
+    ProjectOption,
+    console,
+    err,
+    open_store_for_command,
+    print_json,
+    project_of,
+)
 
 dataset_app = typer.Typer(help="Immutable dataset snapshots and their exports.", no_args_is_help=True)
 checkpoint_app = typer.Typer(help="Model checkpoints and what they were trained on.", no_args_is_help=True)
@@ -25,17 +33,6 @@ SnapshotArgument = Annotated[
 ]
 #: Exports of at least this many rows show a progress bar.
 PROGRESS_ROWS = 1000
-
-
-def _open(ctx: typer.Context, db: str | None) -> Any:
-    """The store's engine, closed when the command ends (its pooled connections with it)."""
-    engine = open_store(db)
-    ctx.call_on_close(engine.dispose)
-    return engine
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def _shown(value: Any, width: int = 50) -> str:
@@ -84,11 +81,11 @@ def dataset_snapshot(
     """Snapshot a queue's final labels as an immutable dataset whose id is the hash of its content."""
     from prodloop.datasets import snapshot_queue
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     who = created_by or getpass.getuser()
     snapshot = snapshot_queue(engine, project_of(engine, project), queue, name, aggregation, who)
     if output == "json":
-        _print_json(snapshot)
+        print_json(snapshot)
         return
     counts = snapshot["counts"]
     verb = "created" if snapshot["created"] else "unchanged: the same content is already stored as"
@@ -112,10 +109,10 @@ def dataset_ls(
     """List the dataset snapshots, newest first."""
     from prodloop.datasets import list_snapshots
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     found = list_snapshots(engine, project_of(engine, project), name, queue)
     if output == "json":
-        _print_json(found)
+        print_json(found)
         return
     if not found:
         err.print("no snapshots yet; make one with `prodloop dataset snapshot --queue Q --name NAME`")
@@ -156,11 +153,11 @@ def dataset_show(
     """Show a snapshot: its manifest and its first rows."""
     from prodloop.datasets import get_snapshot, snapshot_rows
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     pid = project_of(engine, project)
     found = get_snapshot(engine, pid, snapshot)
     if output == "json":
-        _print_json(found)
+        print_json(found)
         return
     manifest = found["manifest"]
     console.print(f"[bold]{_text(found['name'])}[/bold]  {found['id']}")
@@ -207,10 +204,10 @@ def dataset_verify(
     """Re-hash a snapshot's rows and manifest; exit 1 (naming what differs) when they do not match its id."""
     from prodloop.datasets import verify_snapshot
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     report = verify_snapshot(engine, project_of(engine, project), snapshot)
     if output == "json":
-        _print_json(report)
+        print_json(report)
     elif report["ok"]:
         console.print(f"ok: {report['rows_checked']} rows and the manifest hash to {report['id']}")
     else:
@@ -240,7 +237,7 @@ def dataset_export(
     """Export a snapshot's rows, with its manifest beside them."""
     from prodloop.datasets import export_snapshot, get_snapshot
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     pid = project_of(engine, project)
     found = get_snapshot(engine, pid, snapshot)
     total = found["counts"]["rows"]
@@ -272,10 +269,10 @@ def dataset_diff(
     """Rows added, removed and relabelled from snapshot A to snapshot B."""
     from prodloop.datasets import diff_snapshots
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     diff = diff_snapshots(engine, project_of(engine, project), a, b)
     if output == "json":
-        _print_json(diff)
+        print_json(diff)
         return
     counts = diff["counts"]
     console.print(
@@ -314,10 +311,10 @@ def dataset_lineage(
     """From a production trace to its queue items, labels (every version), snapshots and checkpoints."""
     from prodloop.datasets import trace_lineage
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     lineage = trace_lineage(engine, project_of(engine, project), trace)
     if output == "json":
-        _print_json(lineage)
+        print_json(lineage)
         return
     console.print(f"trace [bold]{_text(lineage['trace_id'])}[/bold]")
     if not lineage["items"]:
@@ -378,12 +375,12 @@ def checkpoint_register(
         except ValueError as error:
             raise InvalidRequest(f"--metadata is not valid JSON: {error}") from None
     links = [(ref, "train") for ref in dataset or []] + [(ref, "eval") for ref in eval_dataset or []]
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     checkpoint = register_checkpoint(
         engine, project_of(engine, project), name, links, base_model, adapter, extra
     )
     if output == "json":
-        _print_json(checkpoint)
+        print_json(checkpoint)
         return
     console.print(f"registered checkpoint [bold]{_text(checkpoint['name'])}[/bold]")
     for entry in checkpoint["datasets"]:
@@ -403,10 +400,10 @@ def checkpoint_ls(
     """List checkpoints, newest first."""
     from prodloop.datasets import list_checkpoints
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     found = list_checkpoints(engine, project_of(engine, project))
     if output == "json":
-        _print_json(found)
+        print_json(found)
         return
     if not found:
         err.print("no checkpoints yet; register one with `prodloop checkpoint register`")
@@ -442,10 +439,10 @@ def checkpoint_lineage_cmd(
     """From a checkpoint to its snapshots and the exact labels, and people, behind them."""
     from prodloop.datasets import checkpoint_lineage
 
-    engine = _open(ctx, db)
+    engine = open_store_for_command(ctx, db)
     lineage = checkpoint_lineage(engine, project_of(engine, project), name)
     if output == "json":
-        _print_json(lineage)
+        print_json(lineage)
         return
     checkpoint = lineage["checkpoint"]
     counts = lineage["counts"]
