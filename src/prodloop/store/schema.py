@@ -239,8 +239,11 @@ queue_items = sa.Table(
     sa.Column("n_labels", sa.Integer, nullable=False),
     sa.Column("created_ns", sa.BigInteger, nullable=False),
     sa.Column("completed_ns", sa.BigInteger),
+    # The alert that routed this item here (monitoring), if one did.
+    sa.Column("alert_id", BigId),
     sa.UniqueConstraint("queue_id", "item_key", name="uq_queue_items_queue_item_key"),
     sa.Index("ix_queue_items_project_trace", "project_id", "trace_id"),
+    sa.Index("ix_queue_items_alert", "alert_id"),
 )
 
 # The order annotators are served in (highest priority first, then oldest): a lease reads the index
@@ -387,4 +390,146 @@ checkpoint_datasets = sa.Table(
     sa.Column("snapshot_id", sa.String(64), sa.ForeignKey("dataset_snapshots.id"), primary_key=True),
     # "train" or "eval": what the checkpoint did with the snapshot.
     sa.Column("purpose", sa.String(10), primary_key=True),
+)
+
+# --------------------------------------------------------------------------------------------------
+# Monitoring: monitors, their runs, and the alerts they raise
+
+monitors = sa.Table(
+    "monitors",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("feature", sa.String(200), nullable=False),
+    # The whole definition as the user gave it (validated), so a run can be replayed from its record.
+    sa.Column("definition", JSONDoc, nullable=False),
+    # Seconds between scheduled runs; NULL runs only when asked.
+    sa.Column("schedule_seconds", sa.Integer),
+    sa.Column("next_run_ns", sa.BigInteger),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("updated_ns", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("project_id", "name", name="uq_monitors_project_name"),
+    sa.Index("ix_monitors_next_run", "enabled", "next_run_ns"),
+)
+
+monitor_runs = sa.Table(
+    "monitor_runs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("monitor_id", BigId, sa.ForeignKey("monitors.id"), nullable=False),
+    # "ok" or "failed" (the error says why; a failed check is reported as the monitor's).
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("started_ns", sa.BigInteger, nullable=False),
+    sa.Column("finished_ns", sa.BigInteger, nullable=False),
+    # The moment the run looked at: data after it did not count.
+    sa.Column("as_of_ns", sa.BigInteger, nullable=False),
+    # The definition that produced these results.
+    sa.Column("definition", JSONDoc, nullable=False),
+    sa.Column("results", JSONDoc, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Index("ix_monitor_runs_monitor", "monitor_id", "started_ns"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("monitor_id", BigId, sa.ForeignKey("monitors.id"), nullable=False),
+    # What the alert is about, stable from run to run ("outcome:handled_rate"): a finding with the same
+    # key as an alert that is not resolved adds to that alert instead of raising another.
+    sa.Column("key", sa.String(300), nullable=False),
+    # open, acknowledged, resolved
+    sa.Column("status", sa.String(14), nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("detail", JSONDoc, nullable=False),
+    # How to find the affected traces (feature, time window, release, attributes, ranked trace ids).
+    sa.Column("slice", JSONDoc, nullable=False),
+    sa.Column("occurrences", sa.Integer, nullable=False),
+    sa.Column("first_run_id", BigId, sa.ForeignKey("monitor_runs.id")),
+    sa.Column("last_run_id", BigId, sa.ForeignKey("monitor_runs.id")),
+    sa.Column("opened_ns", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_ns", sa.BigInteger, nullable=False),
+    sa.Column("acknowledged_ns", sa.BigInteger),
+    sa.Column("acknowledged_by", sa.String(200)),
+    sa.Column("resolved_ns", sa.BigInteger),
+    sa.Column("resolved_by", sa.String(200)),
+    # Where its slice was routed for labelling, if it was.
+    sa.Column("queue_id", BigId, sa.ForeignKey("queues.id")),
+    sa.Column("routed_items", sa.Integer),
+    sa.Column("routed_ns", sa.BigInteger),
+    sa.Index("ix_alerts_project_status", "project_id", "status", "opened_ns"),
+    # One unresolved alert per monitor and key: the deduplication holds under concurrent runs too.
+    sa.Index(
+        "uq_alerts_unresolved_key",
+        "monitor_id",
+        "key",
+        unique=True,
+        sqlite_where=sa.text("status != 'resolved'"),
+        postgresql_where=sa.text("status != 'resolved'"),
+    ),
+)
+
+alert_events = sa.Table(
+    "alert_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", BigId, sa.ForeignKey("alerts.id"), nullable=False),
+    # opened, seen, acknowledged, resolved, reopened, routed, webhook
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("actor", sa.String(200)),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
+    sa.Column("detail", JSONDoc, nullable=False),
+    sa.Index("ix_alert_events_alert", "alert_id", "at_ns"),
+)
+
+# --------------------------------------------------------------------------------------------------
+# Background jobs, shared by any number of `prodloop worker` processes
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id")),
+    # What to do ("monitor.run", "embed.traces"): the handler registered under this name.
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("payload", JSONDoc, nullable=False),
+    # queued, running, done, failed
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("run_after_ns", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    # The same key again while the first job exists adds no second job.
+    sa.Column("dedup_key", sa.String(300), unique=True),
+    sa.Column("worker", sa.String(200)),
+    # A running job whose worker stops renewing this is taken over by another worker.
+    sa.Column("locked_until_ns", sa.BigInteger),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("started_ns", sa.BigInteger),
+    sa.Column("finished_ns", sa.BigInteger),
+    sa.Column("error", sa.Text),
+    sa.Column("result", NullableJSONDoc),
+    sa.Index("ix_jobs_next", "status", "priority", "run_after_ns"),
+)
+
+# --------------------------------------------------------------------------------------------------
+# Embeddings: vectors cached by the model that made them and the text's hash
+
+embeddings = sa.Table(
+    "embeddings",
+    metadata,
+    sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id"), primary_key=True),
+    # The model that made the vector, with its fingerprint: vectors of two models never mix.
+    sa.Column("model", sa.String(200), primary_key=True),
+    # sha256 of the UTF-8 text.
+    sa.Column("text_hash", sa.String(64), primary_key=True),
+    sa.Column("dim", sa.Integer, nullable=False),
+    # float32, little-endian, dim values.
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
 )
