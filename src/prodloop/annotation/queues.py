@@ -302,8 +302,11 @@ def add_items(
     queue: str | int,
     items: Sequence[ItemIn],
     source: str = "jsonl",
+    alert_id: int | None = None,
 ) -> dict[str, int]:
     """Add ``items`` to the queue; an item already in it (same id, trace id or content) is skipped.
+
+    ``alert_id`` links each item to the monitoring alert that routed it (``source`` "alert").
 
     Gold answers and suggestions are checked against the queue's schema, and a trace id must name a
     trace of the project; items with a trace id and no input or output take the trace's text. All
@@ -322,7 +325,7 @@ def add_items(
             {"missing_traces": missing[:100]},
         )
     records = [
-        _item_record(row.id, project_id, schema, item, summaries, source, n)
+        {**_item_record(row.id, project_id, schema, item, summaries, source, n), "alert_id": alert_id}
         for n, item in enumerate(items, 1)
     ]
 
@@ -406,7 +409,7 @@ def sample_traces(
     candidates: list[dict[str, Any]],
     n: int | None,
     sample: Literal["newest", "random", "stratified"] = "newest",
-    stratify_by: StratifyBy = "feature",
+    stratify_by: str = "feature",
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """``n`` of ``candidates`` (newest first): the newest, a seeded random sample, or a stratified

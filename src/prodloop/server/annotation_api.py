@@ -26,7 +26,7 @@ from prodloop.annotation import ItemIn, QueueSettings
 from prodloop.capture import TraceFilter
 from prodloop.errors import Conflict, InvalidRequest, ProdloopError, ValidationFailed
 from prodloop.server.auth import ROLE_PERMISSIONS, Permission, Principal, Role, create_api_key, hash_key
-from prodloop.server.deps import caller, engine_of, read_body, settings_of
+from prodloop.server.deps import caller, engine_of, key_label, read_body, settings_of
 from prodloop.server.errors import validation_failed
 from prodloop.store import read_transaction, write_transaction
 from prodloop.store.schema import annotators, api_keys
@@ -227,15 +227,6 @@ def _annotator_id(request: Request, principal: Principal) -> int:
     return found
 
 
-def _key_label(engine: sa.Engine, key_id: int) -> str:
-    """A key's name (or its prefix), to record who saved something."""
-    with read_transaction(engine) as connection:
-        row = connection.execute(
-            sa.select(api_keys.c.name, api_keys.c.prefix).where(api_keys.c.id == key_id)
-        ).one()
-    return str(row.name or f"key {row.prefix}")
-
-
 # --------------------------------------------------------------------------------------------------
 # Schemas
 
@@ -262,7 +253,7 @@ async def post_schema(request: Request, response: Response, principal: Admin) ->
             f"a label schema is an object with name, fields and guidelines, not {type(document).__name__}"
         )
     engine = engine_of(request)
-    who = await run_in_threadpool(_key_label, engine, principal.key_id)
+    who = await run_in_threadpool(key_label, engine, principal.key_id)
     schema, created = await _call(annotation.save_schema, engine, principal.project_id, document, who)
     if not created:
         response.status_code = 200

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from prodloop import __version__
 from prodloop.capture import SignalBatch, TraceBatch
 from prodloop.errors import StoreNotReady
-from prodloop.server import annotation_api, api, datasets_api, otlp, ui
+from prodloop.server import annotation_api, api, datasets_api, monitoring_api, otlp, ui
 from prodloop.server.errors import install_error_handlers
 from prodloop.settings import Settings
 from prodloop.store import create_store_engine, is_up_to_date
@@ -58,6 +58,7 @@ def create_app(engine: sa.Engine | None = None, settings: Settings | None = None
     app.include_router(api.router)
     app.include_router(annotation_api.router)
     app.include_router(datasets_api.router)
+    app.include_router(monitoring_api.router)
     app.include_router(ui.router)
 
     _document_read_bodies(app)

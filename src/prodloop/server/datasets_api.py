@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,9 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prodloop import datasets
 from prodloop.server.auth import Permission, Principal
-from prodloop.server.deps import caller, engine_of, parse_json_model, read_body
-from prodloop.store import read_transaction
-from prodloop.store.schema import api_keys
+from prodloop.server.deps import caller, engine_of, key_label, parse_json_model, read_body
 
 router = APIRouter(prefix="/api/v1")
 
@@ -76,15 +73,6 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": resolve(schema)}}}}
 
 
-def _key_label(engine: sa.Engine, key_id: int) -> str:
-    """A key's name (or its prefix), to record who made a snapshot."""
-    with read_transaction(engine) as connection:
-        row = connection.execute(
-            sa.select(api_keys.c.name, api_keys.c.prefix).where(api_keys.c.id == key_id)
-        ).one()
-    return str(row.name or f"key {row.prefix}")
-
-
 # --------------------------------------------------------------------------------------------------
 # Snapshots
 
@@ -98,7 +86,7 @@ def _key_label(engine: sa.Engine, key_id: int) -> str:
 async def post_dataset(request: Request, response: Response, principal: Admin) -> dict[str, Any]:
     body = parse_json_model(await read_body(request), SnapshotRequest)
     engine = engine_of(request)
-    who = await run_in_threadpool(_key_label, engine, principal.key_id)
+    who = await run_in_threadpool(key_label, engine, principal.key_id)
     snapshot = await run_in_threadpool(
         datasets.snapshot_queue, engine, principal.project_id, body.queue, body.name, body.aggregation, who
     )

@@ -15,6 +15,8 @@ from prodloop.errors import InvalidRequest, PayloadTooLarge
 from prodloop.server.auth import Permission, Principal, authenticate, hash_key
 from prodloop.server.errors import validation_failed
 from prodloop.settings import Settings
+from prodloop.store import read_transaction
+from prodloop.store.schema import api_keys
 
 _CACHE_SECONDS = 30.0
 M = TypeVar("M", bound=BaseModel)
@@ -94,6 +96,15 @@ def parse_json_model(body: bytes, model: type[M]) -> M:
         return model.model_validate(document)
     except ValidationError as exc:
         raise validation_failed(exc) from exc
+
+
+def key_label(engine: sa.Engine, key_id: int) -> str:
+    """A key's name (or its prefix), to record who did something."""
+    with read_transaction(engine) as connection:
+        row = connection.execute(
+            sa.select(api_keys.c.name, api_keys.c.prefix).where(api_keys.c.id == key_id)
+        ).one()
+    return str(row.name or f"key {row.prefix}")
 
 
 def any_caller(request: Request) -> Principal:
