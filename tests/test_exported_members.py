@@ -16,6 +16,7 @@ PACKAGES = [
     "prodloop.server",
     "prodloop.errors",
     "prodloop.cli",
+    "prodloop.jobs",
 ]
 
 

@@ -61,6 +61,58 @@ class Settings(BaseSettings):
         ),
     )
 
+    worker_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "How often an idle `prodloop worker` looks for due jobs, and how often it runs the schedulers "
+            "(which enqueue scheduled monitors)."
+        ),
+    )
+    worker_concurrency: int = Field(
+        default=1, ge=1, description="Jobs one `prodloop worker` process runs at a time (threads)."
+    )
+    worker_modules: str | None = Field(
+        default=None,
+        description=(
+            "Python modules, comma-separated, that `prodloop worker` imports besides prodloop's own, so that "
+            "their handlers for your own job kinds are registered (`register_handler`)."
+        ),
+    )
+    worker_builtin_handlers: bool = Field(
+        default=True,
+        description=(
+            "Whether `prodloop worker` runs prodloop's own jobs (scheduled monitors, embeddings). Off: it "
+            "runs only the jobs of PRODLOOP_WORKER_MODULES, for a pool of workers kept for your own jobs."
+        ),
+    )
+    job_lock_seconds: int = Field(
+        default=300,
+        ge=1,
+        description=(
+            "How long a worker holds a job it took. A job whose worker died is taken over by another "
+            "worker once this has passed; longer jobs call `heartbeat()` to keep it."
+        ),
+    )
+    job_retry_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "Wait before a failed job's second attempt; it doubles for each further attempt, up to an hour."
+        ),
+    )
+    job_keep_days: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Days that jobs which ended (done or failed) are kept before workers delete them; 0 keeps them."
+        ),
+    )
+
+    def worker_module_list(self) -> list[str]:
+        """``worker_modules`` as a list of module names."""
+        return [name.strip() for name in (self.worker_modules or "").split(",") if name.strip()]
+
     def as_environment(self) -> dict[str, str]:
         """These settings as ``PRODLOOP_*`` variables, for worker processes to read back."""
         return {

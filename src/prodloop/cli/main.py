@@ -16,6 +16,7 @@ from rich.table import Table
 from prodloop.cli.annotation import annotator_app, queue_app, schema_app
 from prodloop.cli.common import DbOption, ProjectOption, console, err, open_store, settings_for
 from prodloop.cli.datasets import checkpoint_app, dataset_app
+from prodloop.cli.worker import jobs_app, worker_command
 from prodloop.errors import ProdloopError
 from prodloop.settings import Settings, settings_markdown
 
@@ -36,6 +37,8 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(annotator_app, name="annotator")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(checkpoint_app, name="checkpoint")
+app.add_typer(jobs_app, name="jobs")
+app.command("worker")(worker_command)
 
 
 @db_app.command("upgrade")
