@@ -9,8 +9,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# torch goes in first, pinned to the CPU build that lies on this machine's disk: the [embeddings] extra
+# (sentence-transformers) needs torch, and with none installed pip would take a CUDA build of several GB.
+# The extra's own bound (torch>=2.6) then installs nothing more. Elsewhere: make TORCH='torch==X.Y.Z'.
+TORCH ?= torch==2.13.0
+
 # Reinstall when the project's dependencies change.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q '$(TORCH)'
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 

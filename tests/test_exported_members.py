@@ -17,6 +17,9 @@ PACKAGES = [
     "prodloop.errors",
     "prodloop.cli",
     "prodloop.jobs",
+    "prodloop.monitoring",
+    "prodloop.embeddings",
+    "prodloop.demo",
 ]
 
 

@@ -9,10 +9,8 @@ import json
 import re
 import statistics
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from prodloop.capture import SignalIn, TraceIn, feature_coverage, get_trace
@@ -26,25 +24,14 @@ from prodloop.demo import (
 )
 from prodloop.demo.scenario import FEATURE, RELEASES
 from prodloop.server.auth import project_id
-from prodloop.store import create_store_engine, upgrade
+from tests.demo.conftest import END
 
-END = datetime(2025, 3, 1, tzinfo=UTC)
 START = END - timedelta(days=30)
 DAY_NS = 86_400 * 10**9
 START_NS = int(START.timestamp()) * 10**9
 DAY = f"((t.start_ns - {START_NS}) / {DAY_NS})"
 #: Join condition of a trace t and a signal or span s (the primary key leads with the project).
 SAME_TRACE = "t.project_id = s.project_id AND t.trace_id = s.trace_id"
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[sa.Engine, dict[str, int]]]:
-    """The full default scenario (30 days, about 21,000 traces), loaded once for the module."""
-    engine = create_store_engine(f"sqlite:///{tmp_path_factory.mktemp('demo') / 'prodloop.db'}")
-    upgrade(engine)
-    summary = load_demo(engine, project="demo", end=END)
-    yield engine, summary
-    engine.dispose()
 
 
 def rows(engine: sa.Engine, sql: str) -> list[sa.Row]:
@@ -327,10 +314,10 @@ def test_end_defaults_to_midnight_utc_and_naive_means_utc():
 
 def test_reloading_stores_nothing_twice(sqlite_engine):
     assert not has_traces(sqlite_engine)
-    first = load_demo(sqlite_engine, seed=1, days=3, traces_per_day=40, end=END)
+    first = load_demo(sqlite_engine, seed=1, days=3, traces_per_day=40, end=END, monitors=False)
     assert has_traces(sqlite_engine)
     assert first["traces"] > 100 and first["spans"] > 3 * first["traces"] and first["signals"] > 0
-    again = load_demo(sqlite_engine, seed=1, days=3, traces_per_day=40, end=END)
+    again = load_demo(sqlite_engine, seed=1, days=3, traces_per_day=40, end=END, monitors=False)
     assert again == {"traces": 0, "spans": 0, "signals": 0}
     [(traces, spans)] = rows(sqlite_engine, "SELECT count(*), sum(span_count) FROM traces")
     [(signals,)] = rows(sqlite_engine, "SELECT count(*) FROM signals")
@@ -338,7 +325,7 @@ def test_reloading_stores_nothing_twice(sqlite_engine):
 
 
 def test_load_shows_a_progress_bar(sqlite_engine, capsys):
-    load_demo(sqlite_engine, project="p", days=1, traces_per_day=20, end=END, progress=True)
+    load_demo(sqlite_engine, project="p", days=1, traces_per_day=20, end=END, progress=True, monitors=False)
     output = capsys.readouterr()
     assert "store traces" in output.out + output.err
 

@@ -46,7 +46,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     engine = create_store_engine(f"sqlite:///{home / 'prodloop.db'}")
     upgrade(engine)
     keys = home / "demo-keys"
-    load_demo(engine, project="demo", annotator_keys=keys, **DEMO)
+    load_demo(engine, project="demo", annotator_keys=keys, monitors=False, **DEMO)
     tickets = {t.trace_id: t for t in generate_scenario(**DEMO).tickets}
     yield {"engine": engine, "pid": project_id(engine, "demo"), "tickets": tickets, "keys": keys}
     engine.dispose()
@@ -247,13 +247,13 @@ def labelled(engine: sa.Engine, project: str) -> list[tuple[Any, ...]]:
 
 def test_the_same_seed_gives_the_same_labels_and_loading_twice_adds_nothing(engine, tmp_path, capsys):
     small = {"seed": 3, "days": 2, "traces_per_day": 25, "end": END}
-    load_demo(engine, project="p", progress=True, annotator_keys=tmp_path / "keys", **small)
+    load_demo(engine, project="p", progress=True, annotator_keys=tmp_path / "keys", monitors=False, **small)
     output = capsys.readouterr()
     assert "label demo queue" in output.out + output.err
     assert "pl_" not in output.out + output.err  # the keys are in the file, never printed
     first = labelled(engine, "p")
     assert len({label[1] for label in first}) > 30
-    again = load_demo(engine, project="p", **small)
+    again = load_demo(engine, project="p", monitors=False, **small)
     assert again == {"traces": 0, "spans": 0, "signals": 0}
     assert labelled(engine, "p") == first
     assert [v["ref"] for v in schema_versions(engine, project_id(engine, "p"), SCHEMA)] == [
@@ -262,12 +262,12 @@ def test_the_same_seed_gives_the_same_labels_and_loading_twice_adds_nothing(engi
     ]
     other = create_store_engine(f"sqlite:///{tmp_path / 'other.db'}")
     upgrade(other)
-    load_demo(other, project="p", **small)
+    load_demo(other, project="p", monitors=False, **small)
     assert labelled(other, "p") == first
     other.dispose()
 
 
 def test_a_tiny_demo_loads_without_a_queue_it_cannot_fill(sqlite_engine):
-    load_demo(sqlite_engine, project="p", days=1, traces_per_day=6, end=END)
+    load_demo(sqlite_engine, project="p", days=1, traces_per_day=6, end=END, monitors=False)
     with pytest.raises(NotFound):
         get_queue(sqlite_engine, project_id(sqlite_engine, "p"), QUEUE)

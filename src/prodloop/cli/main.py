@@ -16,6 +16,8 @@ from rich.table import Table
 from prodloop.cli.annotation import annotator_app, queue_app, schema_app
 from prodloop.cli.common import DbOption, ProjectOption, console, err, open_store, settings_for
 from prodloop.cli.datasets import checkpoint_app, dataset_app
+from prodloop.cli.drift import drift
+from prodloop.cli.monitoring import alert_app, monitor_app
 from prodloop.cli.worker import jobs_app, worker_command
 from prodloop.errors import ProdloopError
 from prodloop.settings import Settings, settings_markdown
@@ -37,6 +39,9 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(annotator_app, name="annotator")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(checkpoint_app, name="checkpoint")
+app.command("drift")(drift)
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(alert_app, name="alert")
 app.add_typer(jobs_app, name="jobs")
 app.command("worker")(worker_command)
 

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from prodloop.capture import native_span_records, record_signals, write_spans
 from prodloop.demo.annotation import label_demo_queue
+from prodloop.demo.monitoring import monitor_demo
 from prodloop.demo.scenario import DemoTrace, generate_scenario
 from prodloop.server.auth import ensure_project
 from prodloop.store import read_transaction
@@ -54,9 +55,12 @@ def load_demo(
     end: datetime | None = None,
     progress: bool = False,
     annotator_keys: Path | None = None,
+    monitors: bool = True,
 ) -> dict[str, int]:
     """Generate the demo scenario (:mod:`prodloop.demo.scenario`) and store it in ``project``, then
-    label a review queue of its answers (:mod:`prodloop.demo.annotation`).
+    label a review queue of its answers (:mod:`prodloop.demo.annotation`), then create the demo's
+    monitors and the runs a daily schedule would have made (:mod:`prodloop.demo.monitoring`; left
+    out with ``monitors`` false).
 
     Returns how many traces, spans and signals were new: loading the same scenario again stores
     nothing twice and returns zeros. With ``annotator_keys``, the demo's annotators and reviewer get
@@ -87,5 +91,7 @@ def load_demo(
             totals["signals"] += record_signals(engine, project_id, signal_batch).accepted
             bar.update(task, advance=len(signal_batch))
         label_demo_queue(engine, project, scenario, bar=bar, keys_file=annotator_keys)
+        if monitors:
+            monitor_demo(engine, project_id, scenario, bar=bar)
     totals["traces"] = _trace_count(engine, project_id) - before
     return totals

@@ -59,7 +59,10 @@ class MonitorCheck(Protocol):
     """A named check with a Pydantic model for its arguments."""
 
     name: str
-    arguments: type[BaseModel]
+
+    @property
+    def arguments(self) -> type[BaseModel]:
+        """The Pydantic model of the check's arguments."""
 
     def run(self, context: CheckContext, arguments: Any) -> CheckResult: ...
 

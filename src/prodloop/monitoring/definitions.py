@@ -135,8 +135,10 @@ class MonitorDefinition(BaseModel):
     description: str = ""
     reference: Reference = Reference(window=timedelta(days=14))
     current: Current = Current()
-    #: How the reference is cut for learned thresholds: "day", "week", or a number of rows.
-    chunk: Literal["day", "week"] | int | None = None
+    #: Learned thresholds for the ``columns`` check: the reference is cut into chunks ("hour", "day",
+    #: "week", or a number of rows) and a column alerts when a current chunk's statistic leaves the
+    #: band of mean ± 3 sigma of the reference chunks' (NannyML's approach). None: the tests' own thresholds.
+    chunk: Literal["hour", "day", "week"] | Annotated[int, Field(ge=20)] | None = None
     checks: list[Check] = Field(min_length=1)
     #: How often the worker runs it; none: only when asked (``prodloop monitor run``).
     schedule: Duration | None = None

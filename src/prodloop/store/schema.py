@@ -89,6 +89,8 @@ traces = sa.Table(
     sa.Index("ix_traces_project_release", "project_id", "release", "start_ns"),
     sa.Index("ix_traces_project_model", "project_id", "model", "start_ns"),
     sa.Index("ix_traces_project_join_key", "project_id", "join_key"),
+    # What arrived lately, for the background jobs that follow ingest (embeddings).
+    sa.Index("ix_traces_project_ingested", "project_id", "ingested_ns"),
 )
 
 spans = sa.Table(

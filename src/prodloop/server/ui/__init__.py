@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from prodloop.server.ui import pages, workbench
+from prodloop.server.ui import health, pages, workbench
 
 router = APIRouter(include_in_schema=False)
 router.include_router(workbench.router)  # before the pages' catch-all for unknown /ui/ paths
+router.include_router(health.router)
 router.include_router(pages.router)
 
 __all__ = ["router"]

@@ -1,5 +1,5 @@
 """monitoring: monitors, monitor runs, alerts and their events, background jobs, cached embeddings;
-queue items link the alert that routed them
+queue items link the alert that routed them; traces are indexed by ingestion time
 
 Revision ID: 0003
 Revises: 0002
@@ -19,6 +19,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("traces", schema=None) as batch_op:
+        batch_op.create_index("ix_traces_project_ingested", ["project_id", "ingested_ns"], unique=False)
+
     op.create_table(
         "embeddings",
         sa.Column("project_id", sa.Integer(), nullable=False),
@@ -212,6 +215,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("traces", schema=None) as batch_op:
+        batch_op.drop_index("ix_traces_project_ingested")
+
     with op.batch_alter_table("queue_items", schema=None) as batch_op:
         batch_op.drop_index("ix_queue_items_alert")
         batch_op.drop_column("alert_id")
