@@ -343,6 +343,20 @@ def window_texts(
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
+def _window_pair(
+    context: CheckContext, field: str, max_rows: int
+) -> tuple[Window, list[str], list[str], list[str], dict[str, Any]]:
+    """The reference window, its texts, the current trace ids and texts, and their counts."""
+    ref_window, cur_window = _windows(context)
+    feature = context.monitor.feature
+    _, ref_texts = window_texts(context.engine, context.project_id, feature, ref_window, field, max_rows)
+    cur_ids, cur_texts = window_texts(
+        context.engine, context.project_id, feature, cur_window, field, max_rows
+    )
+    sizes = {"field": field, "n_reference": len(ref_texts), "n_current": len(cur_texts)}
+    return ref_window, ref_texts, cur_ids, cur_texts, sizes
+
+
 class TextCheck:
     name = "text"
     arguments = TextArguments
@@ -352,16 +366,8 @@ class TextCheck:
         from prodloop.monitoring.text import text_drift_explanation
 
         args: TextArguments = arguments
-        ref_window, cur_window = _windows(context)
-        feature = context.monitor.feature
-        _, ref_texts = window_texts(
-            context.engine, context.project_id, feature, ref_window, args.field, args.max_rows
-        )
-        cur_ids, cur_texts = window_texts(
-            context.engine, context.project_id, feature, cur_window, args.field, args.max_rows
-        )
-        sizes = {"field": args.field, "n_reference": len(ref_texts), "n_current": len(cur_texts)}
-        if min(len(ref_texts), len(cur_texts)) < args.min_rows:
+        ref_window, ref_texts, cur_ids, cur_texts, sizes = _window_pair(context, args.field, args.max_rows)
+        if min(sizes["n_reference"], sizes["n_current"]) < args.min_rows:
             return CheckResult({"skipped": f"fewer than {args.min_rows} texts in a window", **sizes})
         reference = np.array(ref_texts, dtype=object)
         current = np.array(cur_texts, dtype=object)
@@ -429,16 +435,8 @@ class EmbeddingCheck:
         from prodloop.monitoring.embedding_drift import embedding_drift
 
         args: EmbeddingArguments = arguments
-        ref_window, cur_window = _windows(context)
-        feature = context.monitor.feature
-        _, ref_texts = window_texts(
-            context.engine, context.project_id, feature, ref_window, args.field, args.max_rows
-        )
-        cur_ids, cur_texts = window_texts(
-            context.engine, context.project_id, feature, cur_window, args.field, args.max_rows
-        )
-        sizes = {"field": args.field, "n_reference": len(ref_texts), "n_current": len(cur_texts)}
-        if min(len(ref_texts), len(cur_texts)) < args.min_rows:
+        ref_window, ref_texts, cur_ids, cur_texts, sizes = _window_pair(context, args.field, args.max_rows)
+        if min(sizes["n_reference"], sizes["n_current"]) < args.min_rows:
             return CheckResult({"skipped": f"fewer than {args.min_rows} texts in a window", **sizes})
         reference = embed_texts(context.engine, context.project_id, ref_texts)
         current = embed_texts(context.engine, context.project_id, cur_texts)

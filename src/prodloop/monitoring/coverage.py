@@ -807,40 +807,22 @@ def send_cluster_to_queue(
 
     ``report_or_cluster`` is a report from :func:`eval_coverage` (then ``cluster`` picks one by id; the
     largest by default) or one of its clusters."""
-    from prodloop.annotation import ItemIn, add_items, get_queue
-    from prodloop.annotation.queues import sample_traces
-    from prodloop.monitoring.routing import CANDIDATES_PER_ITEM, slice_traces
+    from prodloop.monitoring.routing import send_slice
 
-    if items < 1:
-        raise ValidationFailed(f"send at least 1 item, got {items}", {"items": items})
     chosen_cluster = _pick_cluster(report_or_cluster, cluster)
-    target = get_queue(engine, project_id, queue)
     slice_ = {"trace_ids": chosen_cluster.get("trace_ids", []), "strata": chosen_cluster.get("strata", {})}
-    candidates = slice_traces(engine, project_id, slice_, limit=items * CANDIDATES_PER_ITEM)
-    if not candidates:
+    if not slice_["trace_ids"]:
         raise ValidationFailed(
             f"cluster {chosen_cluster['id']} ({chosen_cluster['label']}) names no traces of this project",
             {"cluster": chosen_cluster["id"]},
         )
-    chosen = sample_traces(candidates, items, "stratified", "stratum", seed=seed)
-    result = add_items(
-        engine,
-        project_id,
-        target["id"],
-        [
-            ItemIn(trace_id=t["trace_id"], input=t["input"], output=t["output"], priority=priority)
-            for t in chosen
-        ],
-        source="coverage",
+    sent = send_slice(
+        engine, project_id, slice_, queue, items=items, priority=priority, source="coverage", seed=seed
     )
     return {
         "cluster": chosen_cluster["id"],
         "label": chosen_cluster["label"],
-        "queue": target["name"],
-        "added": result["added"],
-        "skipped": result["skipped"],
-        "candidates": len(candidates),
-        "strata": sorted({str(t["stratum"]) for t in chosen}),
+        **{k: v for k, v in sent.items() if k != "queue_id"},
     }
 
 

@@ -99,42 +99,27 @@ def route_alert(
     """Add a stratified sample of ``items`` traces from the alert's slice to ``queue``, each item
     linked to the alert; the alert records where its slice went. Routing again adds only traces
     not in the queue yet."""
-    if items < 1:
-        raise ValidationFailed(f"route at least 1 item, got {items}", {"items": items})
-    target = get_queue(engine, project_id, queue)
     with read_transaction(engine) as connection:
         alert = _alert_row(connection, project_id, alert_id)
-    ranked = bool(alert.slice.get("trace_ids"))
-    candidates = slice_traces(
-        engine, project_id, alert.slice, limit=items * CANDIDATES_PER_ITEM if ranked else None
-    )
-    if not candidates:
-        raise ValidationFailed(
-            f"alert {alert_id}'s slice holds no traces to route (slice: {alert.slice})",
-            {"slice": alert.slice},
-        )
-    chosen = sample_traces(candidates, items, "stratified", "stratum", seed=alert_id)
-    result = add_items(
+    sent = send_slice(
         engine,
         project_id,
-        target["id"],
-        [
-            ItemIn(trace_id=t["trace_id"], input=t["input"], output=t["output"], priority=priority)
-            for t in chosen
-        ],
+        alert.slice,
+        queue,
+        items=items,
+        priority=priority,
         source="alert",
         alert_id=alert_id,
     )
     now_ns = time.time_ns()
-    strata = sorted({str(t["stratum"]) for t in chosen})
 
     def write(connection: sa.Connection) -> None:
         connection.execute(
             sa.update(alerts)
             .where(alerts.c.id == alert_id)
             .values(
-                queue_id=target["id"],
-                routed_items=sa.func.coalesce(alerts.c.routed_items, 0) + result["added"],
+                queue_id=sent["queue_id"],
+                routed_items=sa.func.coalesce(alerts.c.routed_items, 0) + sent["added"],
                 routed_ns=now_ns,
             )
         )
@@ -144,18 +129,60 @@ def route_alert(
             "routed",
             now_ns,
             actor,
-            queue=target["name"],
-            added=result["added"],
-            skipped=result["skipped"],
-            strata=strata[:50],
+            queue=sent["queue"],
+            added=sent["added"],
+            skipped=sent["skipped"],
+            strata=sent["strata"][:50],
         )
 
     run_write(engine, write)
+    return {"alert_id": alert_id, **{k: v for k, v in sent.items() if k != "queue_id"}}
+
+
+def send_slice(
+    engine: sa.Engine,
+    project_id: int,
+    slice_: dict[str, Any],
+    queue: str | int,
+    *,
+    items: int = 50,
+    priority: int = 0,
+    source: str = "alert",
+    alert_id: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Add a stratified sample of ``items`` of the slice's traces to ``queue``: of its most telling
+    candidates when it ranks them, of all its traces otherwise. Traces already in the queue are
+    skipped. Returns ``{"queue", "queue_id", "added", "skipped", "candidates", "strata"}``."""
+    if items < 1:
+        raise ValidationFailed(f"send at least 1 item, got {items}", {"items": items})
+    target = get_queue(engine, project_id, queue)
+    ranked = bool(slice_.get("trace_ids"))
+    candidates = slice_traces(
+        engine, project_id, slice_, limit=items * CANDIDATES_PER_ITEM if ranked else None
+    )
+    if not candidates:
+        raise ValidationFailed(f"the slice holds no traces to send (slice: {slice_})", {"slice": slice_})
+    # By default an alert's sample is seeded by the alert: routing it again picks the same traces.
+    chosen = sample_traces(
+        candidates, items, "stratified", "stratum", seed=seed if seed is not None else alert_id or 0
+    )
+    result = add_items(
+        engine,
+        project_id,
+        target["id"],
+        [
+            ItemIn(trace_id=t["trace_id"], input=t["input"], output=t["output"], priority=priority)
+            for t in chosen
+        ],
+        source=source,
+        alert_id=alert_id,
+    )
     return {
-        "alert_id": alert_id,
         "queue": target["name"],
+        "queue_id": target["id"],
         "added": result["added"],
         "skipped": result["skipped"],
         "candidates": len(candidates),
-        "strata": strata,
+        "strata": sorted({str(t["stratum"]) for t in chosen}),
     }
