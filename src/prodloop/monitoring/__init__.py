@@ -11,15 +11,9 @@ from prodloop.monitoring.checks import (
     get_check,
     register_check,
 )
-from prodloop.monitoring.coverage import (
-    CoverageReport,
-    UncoveredCluster,
-    coverage_findings,
-    coverage_gap,
-    default_radius,
-    eval_coverage,
-    send_cluster_to_queue,
-)
+from prodloop.monitoring.coverage import coverage_findings, eval_coverage, send_cluster_to_queue
+from prodloop.monitoring.coverage_clusters import CoverageReport, UncoveredCluster, coverage_gap
+from prodloop.monitoring.coverage_distances import default_radius
 from prodloop.monitoring.definitions import MonitorDefinition, parse_definition, read_definition_file
 from prodloop.monitoring.descriptors import (
     TraceDescriptors,
@@ -33,17 +27,14 @@ from prodloop.monitoring.drift import ColumnDrift, DriftReport, column_drift, da
 from prodloop.monitoring.embedding_drift import EmbeddingCluster, EmbeddingDriftResult, embedding_drift
 from prodloop.monitoring.files import file_drift, read_table
 from prodloop.monitoring.findings import Finding
-from prodloop.monitoring.flywheel import StallRule, fit_learning_curve, flywheel_health
+from prodloop.monitoring.flywheel import StallRule, flywheel_health
 from prodloop.monitoring.health import feature_health
 from prodloop.monitoring.learned import LearnedThreshold, chunk_drift, learn_threshold
+from prodloop.monitoring.learning_curve import fit_learning_curve
 from prodloop.monitoring.monitors import get_monitor, list_monitors, save_monitor, set_monitor_enabled
-from prodloop.monitoring.outcomes import (
-    OutcomeCheck,
-    OutcomeResult,
-    evaluate_outcome,
-    outcome_metric,
-    outcome_series,
-)
+from prodloop.monitoring.outcome_metrics import OutcomeCheck, outcome_metric
+from prodloop.monitoring.outcome_queries import outcome_series
+from prodloop.monitoring.outcomes import OutcomeResult, evaluate_outcome
 from prodloop.monitoring.pricing import price_for
 from prodloop.monitoring.report_html import drift_report_html
 from prodloop.monitoring.routing import route_alert, slice_traces

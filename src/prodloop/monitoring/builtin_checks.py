@@ -76,12 +76,13 @@ class OutcomeCheckAdapter:
 
     @property
     def arguments(self) -> type[BaseModel]:
-        from prodloop.monitoring.outcomes import OutcomeArguments
+        from prodloop.monitoring.outcome_metrics import OutcomeArguments
 
         return OutcomeArguments
 
     def run(self, context: CheckContext, arguments: Any) -> CheckResult:
-        from prodloop.monitoring.outcomes import OutcomeCheck, evaluate_outcome
+        from prodloop.monitoring.outcome_metrics import OutcomeCheck
+        from prodloop.monitoring.outcomes import evaluate_outcome
 
         check = OutcomeCheck(
             **arguments.model_dump(),

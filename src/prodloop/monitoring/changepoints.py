@@ -1,6 +1,6 @@
 """Change detection for outcome metrics: a window against its reference, and CUSUM for slow slides.
 
-Both work on counts that :mod:`prodloop.monitoring.outcomes` aggregates in SQL, so they never see a
+Both work on counts that :mod:`prodloop.monitoring.outcome_queries` aggregates in SQL, so they never see a
 single trace:
 
 :func:`window_test`

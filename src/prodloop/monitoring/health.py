@@ -16,7 +16,7 @@ from prodloop.annotation import list_queues
 from prodloop.capture.queries import iso, to_ns
 from prodloop.monitoring.alerts import list_alerts
 from prodloop.monitoring.monitors import list_monitors
-from prodloop.monitoring.outcomes import outcome_series
+from prodloop.monitoring.outcome_queries import outcome_series
 from prodloop.store import read_transaction
 from prodloop.store.schema import monitor_runs, traces
 

@@ -1,21 +1,8 @@
 """Outcome monitors: what users and the business say about a feature, over time, and when it got worse.
 
-A metric is computed per trace and aggregated per bucket (hour or day of the trace's start) in SQL, on
-SQLite and PostgreSQL alike:
-
-``handled_rate``
-    share of traces whose latest ``resolved`` outcome is true, among traces that have one;
-``escalation_rate``
-    the same for ``escalated``; ``thumbs_down_rate``: share of thumbs that are down;
-``signal:NAME``
-    the mean of a signal's numeric value (a share when its values are all 0 and 1), among traces
-    that have it; ``signal_rate:NAME``: share of traces that have signal NAME at all (copy, regenerate);
-``error_rate``, ``latency_p50``, ``latency_p95``
-    from the traces themselves, so that a page can show them staying flat while outcomes fall.
-
-Everything is evaluated *as of* a time: a signal counts only if its ``timestamp_ns`` is at or before it,
-so a backtest sees what a run on that day saw, late outcomes missing for the last days included. A
-trace with several signals of one name counts once, with its latest value.
+A metric (:mod:`prodloop.monitoring.outcome_metrics`) is computed per trace and aggregated per bucket
+(hour or day of the trace's start) in SQL (:mod:`prodloop.monitoring.outcome_queries`), as of a
+time: only traces started and signals received by then count.
 
 :func:`evaluate_outcome` is the one entry point that monitor runs call: the current window against its
 reference (:func:`prodloop.monitoring.changepoints.window_test`), a CUSUM over the last days
@@ -31,11 +18,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prodloop.capture.queries import to_ns
 from prodloop.errors import ValidationFailed
@@ -43,7 +28,6 @@ from prodloop.monitoring.changepoints import (
     Counts,
     CusumResult,
     WindowTest,
-    Worse,
     cusum,
     laney_sigma_z,
     mean_standard_errors,
@@ -52,392 +36,23 @@ from prodloop.monitoring.changepoints import (
     window_test,
     worse_by,
 )
-from prodloop.monitoring.definitions import Duration, Reference
 from prodloop.monitoring.findings import Finding
-from prodloop.store import is_sqlite, read_transaction
-from prodloop.store.schema import signals, spans, traces
-
-BUCKETS: dict[str, int] = {"hour": 3600 * 10**9, "day": 86_400 * 10**9}
-#: Slice and breakdown names that mean a column of the trace; any other name is a root-span attribute.
-TRACE_COLUMNS = ("release", "model", "provider")
-#: Which direction is worse for signals that prodloop and its demo know by name.
-WORSE_BY_SIGNAL: dict[str, Worse] = {
-    "resolved": "lower", "csat": "lower", "rating": "lower", "copy": "lower", "thumbs": "lower",
-    "escalated": "higher", "regenerate": "higher", "abandon": "higher", "correction": "higher",
-    "edit": "higher",
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class OutcomeMetric:
-    """What a metric measures, how it is tested, and which direction is worse."""
-
-    name: str
-    label: str
-    #: proportion: 0/1 per trace; mean: a number per trace; quantile: latency, tested as exceedance.
-    kind: Literal["proportion", "mean", "quantile"]
-    worse: Worse
-    #: signal: the trace's latest value of ``signal``; presence: whether it has ``signal``;
-    #: errors: whether the trace failed; latency: its duration in milliseconds.
-    source: Literal["signal", "presence", "errors", "latency"]
-    signal: str | None = None
-    #: For thumbs: a down vote (value 0) is the event counted.
-    count_zero: bool = False
-    quantile: float | None = None
-    #: Smallest change worth an alert, in the metric's units (shares for proportions and quantiles);
-    #: None: 0.2 standard deviations of the reference (for means).
-    min_effect: float | None = 0.03
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "label": self.label, "kind": self.kind, "worse": self.worse}
-
-
-BUILTIN_METRICS: dict[str, OutcomeMetric] = {
-    m.name: m
-    for m in (
-        OutcomeMetric("handled_rate", "handled rate", "proportion", "lower", "signal", "resolved"),
-        OutcomeMetric("escalation_rate", "escalation rate", "proportion", "higher", "signal", "escalated"),
-        OutcomeMetric("thumbs_down_rate", "thumbs-down rate", "proportion", "higher", "signal", "thumbs",
-                      count_zero=True),
-        OutcomeMetric("error_rate", "error rate", "proportion", "higher", "errors", min_effect=0.01),
-        OutcomeMetric("latency_p50", "latency p50", "quantile", "higher", "latency", quantile=0.5,
-                      min_effect=0.05),
-        OutcomeMetric("latency_p95", "latency p95", "quantile", "higher", "latency", quantile=0.95,
-                      min_effect=0.02),
-    )
-}  # fmt: skip
-
-
-def outcome_metric(name: str, worse: Worse | None = None) -> OutcomeMetric:
-    """The metric called ``name`` (a built-in, ``signal:NAME`` or ``signal_rate:NAME``); ``worse``
-    overrides its direction. A ``signal:`` metric is a mean until :func:`evaluate_outcome` finds its
-    values are all 0 and 1."""
-    if name in BUILTIN_METRICS:
-        metric = BUILTIN_METRICS[name]
-    else:
-        prefix, _, signal = name.partition(":")
-        if prefix not in ("signal", "signal_rate") or not signal:
-            known = ", ".join([*BUILTIN_METRICS, "signal:NAME", "signal_rate:NAME"])
-            raise ValidationFailed(f"no outcome metric {name!r}; the metrics are: {known}", {"metric": name})
-        direction = worse or WORSE_BY_SIGNAL.get(signal)
-        if direction is None:
-            raise ValidationFailed(
-                f"prodloop does not know whether more or less {signal!r} is worse: "
-                "set worse to lower or higher",
-                {"metric": name},
-            )
-        if prefix == "signal":
-            metric = OutcomeMetric(
-                name, f"mean {signal}", "mean", direction, "signal", signal, min_effect=None
-            )
-        else:
-            metric = OutcomeMetric(name, f"{signal} rate", "proportion", direction, "presence", signal)
-    return replace(metric, worse=worse) if worse else metric
-
-
-# --------------------------------------------------------------------------------------------------
-# What a check asks for
-
-
-class SliceFilter(BaseModel):
-    """Which traces: a release, a model, and root-span attributes that must equal the given values."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    release: str | None = None
-    model: str | None = None
-    attributes: dict[str, str | bool | int | float] = Field(default_factory=dict)
-
-    def is_empty(self) -> bool:
-        return self.release is None and self.model is None and not self.attributes
-
-    def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in (("release", self.release), ("model", self.model)) if v is not None]
-        parts += [f"{k}={v}" for k, v in sorted(self.attributes.items())]
-        return ",".join(parts)
-
-
-class CusumSettings(BaseModel):
-    """The CUSUM over the last ``window`` of buckets, against the reference just before that window.
-
-    ``k`` (allowance) and ``h`` (decision interval) are in standard errors: with 0.5 and 5 a stable
-    metric alarms about once in 930 buckets (one-sided, Montgomery table 9.3) and a shift of one
-    standard error is caught in about 10 buckets, two in about 4."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
-    k: float = Field(default=0.5, ge=0)
-    h: float = Field(default=5.0, gt=0)
-    window: Duration = timedelta(days=7)
-    #: The reference must hold at least this many buckets with data, or the CUSUM waits.
-    min_reference_buckets: int = Field(default=7, ge=3)
-
-
-class OutcomeArguments(BaseModel):
-    """An outcome check's own arguments (a monitor supplies feature, reference and current window)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    metric: str = "handled_rate"
-    #: Which direction is worse, where the metric's own is not right (or not known).
-    worse: Worse | None = None
-    bucket: Literal["hour", "day"] = "day"
-    alpha: float = Field(default=0.005, gt=0, lt=1)
-    #: Smallest change that alerts; None: the metric's default (3 points for outcome rates).
-    min_effect: float | None = Field(default=None, ge=0)
-    #: Fewer observations than this in the current window or the reference: no test.
-    min_samples: int = Field(default=100, ge=1)
-    cusum: CusumSettings = Field(default_factory=CusumSettings)
-    slice: SliceFilter = Field(default_factory=SliceFilter)
-    #: A trace attribute (``support.route``, ``release``) to break the change down by.
-    breakdown: str | None = Field(default=None, min_length=1, max_length=200)
-    #: How many affected trace ids a finding carries for routing, most telling first.
-    max_trace_ids: int = Field(default=200, ge=0, le=10_000)
-
-    @model_validator(mode="after")
-    def _known_metric(self) -> OutcomeArguments:
-        try:
-            outcome_metric(self.metric, self.worse)
-        except ValidationFailed as error:
-            raise ValueError(error.message) from None
-        return self
-
-
-class OutcomeCheck(OutcomeArguments):
-    """Everything :func:`evaluate_outcome` needs: which feature, compared with what, how."""
-
-    feature: str = Field(min_length=1, max_length=200)
-    reference: Reference = Field(default_factory=lambda: Reference(window=timedelta(days=14)))
-    #: The current window, ending at the run's time.
-    current: Duration = timedelta(days=2)
-
-    @model_validator(mode="after")
-    def _whole_buckets(self) -> OutcomeCheck:
-        size = timedelta(microseconds=BUCKETS[self.bucket] // 1000)
-        spans_ = {
-            "current": self.current,
-            "cusum.window": self.cusum.window,
-            "reference.window": self.reference.window,
-        }
-        for name, value in spans_.items():
-            if value is not None and (value < size or value % size):
-                raise ValueError(f"{name} must be a whole number of {self.bucket}s (the bucket), got {value}")
-        return self
-
-
-# --------------------------------------------------------------------------------------------------
-# SQL: one value per trace, counts per bucket
-
-
-@dataclass(frozen=True)
-class _Scope:
-    project_id: int
-    feature: str | None
-    slice: SliceFilter
-    until_ns: int
-    as_of_ns: int
-    since_ns: int | None = None
-    group: str | None = None
-
-
-def _root_span() -> sa.ColumnElement[bool]:
-    return sa.and_(
-        spans.c.project_id == traces.c.project_id,
-        spans.c.trace_id == traces.c.trace_id,
-        spans.c.span_id == traces.c.root_span_id,
-    )
-
-
-def _attribute_equals(name: str, value: str | bool | int | float) -> sa.ColumnElement[bool]:
-    element = spans.c.attributes[name]
-    if isinstance(value, bool):
-        return element.as_boolean() == value
-    if isinstance(value, int | float):
-        return element.as_float() == float(value)
-    return element.as_string() == value
-
-
-def _observations(metric: OutcomeMetric, scope: _Scope) -> sa.Subquery:
-    """One row per trace in scope with a value for ``metric``: ``trace_id, start_ns, grp, value``."""
-    where: list[sa.ColumnElement[bool]] = [
-        traces.c.project_id == scope.project_id,
-        traces.c.start_ns < scope.until_ns,
-    ]
-    if scope.since_ns is not None:
-        where.append(traces.c.start_ns >= scope.since_ns)
-    if scope.feature is not None:
-        where.append(traces.c.feature == scope.feature)
-    for column in ("release", "model"):
-        if (wanted := getattr(scope.slice, column)) is not None:
-            where.append(traces.c[column] == wanted)
-    where += [_attribute_equals(k, v) for k, v in scope.slice.attributes.items()]
-    source: sa.FromClause = traces
-    if scope.slice.attributes or (scope.group and scope.group not in TRACE_COLUMNS):
-        source = traces.join(spans, _root_span())
-    if scope.group is None:
-        group: sa.ColumnElement[Any] = sa.null()
-    elif scope.group in TRACE_COLUMNS:
-        group = traces.c[scope.group]
-    else:
-        group = spans.c.attributes[scope.group].as_string()
-    value: sa.ColumnElement[Any]
-    same_trace = sa.and_(signals.c.project_id == traces.c.project_id, signals.c.trace_id == traces.c.trace_id)
-    if metric.source == "signal":
-        latest = sa.func.row_number().over(
-            partition_by=signals.c.trace_id, order_by=(signals.c.timestamp_ns.desc(), signals.c.id.desc())
-        )
-        ranked = (
-            sa.select(
-                traces.c.trace_id, traces.c.start_ns, group.label("grp"),
-                signals.c.value_num.label("v"), latest.label("rn"),
-            )
-            .select_from(source.join(signals, same_trace))
-            .where(
-                *where, signals.c.name == metric.signal, signals.c.value_num.is_not(None),
-                signals.c.timestamp_ns <= scope.as_of_ns,
-            )
-            .subquery("ranked")
-        )  # fmt: skip
-        value = sa.case((ranked.c.v == 0, 1.0), else_=0.0) if metric.count_zero else ranked.c.v
-        return (
-            sa.select(ranked.c.trace_id, ranked.c.start_ns, ranked.c.grp, value.label("value"))
-            .where(ranked.c.rn == 1)
-            .subquery("obs")
-        )
-    if metric.source == "presence":
-        has = sa.exists(
-            sa.select(sa.literal(1)).where(
-                same_trace, signals.c.name == metric.signal, signals.c.timestamp_ns <= scope.as_of_ns
-            )
-        )
-        value = sa.case((has, 1.0), else_=0.0)
-    elif metric.source == "errors":
-        value = sa.case((traces.c.error_count > 0, 1.0), else_=0.0)
-    else:
-        value = sa.cast(traces.c.end_ns - traces.c.start_ns, sa.Float) / 1e6
-    return (
-        sa.select(traces.c.trace_id, traces.c.start_ns, group.label("grp"), value.label("value"))
-        .select_from(source)
-        .where(*where)
-        .subquery("obs")
-    )
-
-
-def _bucket_counts(
-    connection: sa.Connection, obs: sa.Subquery, size: int, phase: int, above: float | None = None
-) -> dict[tuple[str | None, int], Counts]:
-    """Counts per (group, bucket index); bucket ``i`` starts at ``phase + i * size`` ns. With
-    ``above``, each observation counts as 1 when its value is above it (latency exceedance)."""
-    index = ((obs.c.start_ns - sa.literal(phase, sa.BigInteger)) // sa.literal(size, sa.BigInteger)).label(
-        "i"
-    )
-    value = obs.c.value if above is None else sa.case((obs.c.value > above, 1.0), else_=0.0)
-    query = sa.select(
-        obs.c.grp, index, sa.func.count(), sa.func.sum(value), sa.func.sum(value * value)
-    ).group_by(obs.c.grp, index)
-    return {
-        (None if grp is None else str(grp), int(i)): Counts(int(n), float(total or 0), float(total_sq or 0))
-        for grp, i, n, total, total_sq in connection.execute(query)
-    }
-
-
-def _quantiles(
-    connection: sa.Connection, obs: sa.Subquery, q: float, size: int | None = None, phase: int = 0
-) -> dict[tuple[str | None, int], float]:
-    """The ``q`` quantile of ``obs.value`` per (group, bucket) (or per group, as bucket 0), interpolated
-    linearly like PostgreSQL's ``percentile_cont`` and numpy's default."""
-    index: sa.ColumnElement[Any] = sa.literal(0)
-    if size is not None:
-        index = (obs.c.start_ns - sa.literal(phase, sa.BigInteger)) // sa.literal(size, sa.BigInteger)
-    if not is_sqlite(connection.engine):
-        quantile = sa.func.percentile_cont(q).within_group(obs.c.value)
-        query = sa.select(obs.c.grp, index.label("i"), quantile).group_by(obs.c.grp, sa.literal_column("i"))
-        return {
-            (None if g is None else str(g), int(i)): float(v)
-            for g, i, v in connection.execute(query)
-            if v is not None
-        }
-    values: dict[tuple[str | None, int], list[float]] = defaultdict(list)
-    for g, i, v in connection.execute(sa.select(obs.c.grp, index.label("i"), obs.c.value)):
-        values[None if g is None else str(g), int(i)].append(float(v))
-    return {key: float(np.quantile(np.asarray(vs), q)) for key, vs in values.items()}
-
-
-def _signal_is_binary(connection: sa.Connection, project_id: int, name: str) -> bool:
-    other = connection.execute(
-        sa.select(signals.c.id)
-        .where(
-            signals.c.project_id == project_id,
-            signals.c.name == name,
-            signals.c.value_num.is_not(None),
-            signals.c.value_num.not_in([0.0, 1.0]),
-        )
-        .limit(1)
-    ).first()
-    return other is None
-
-
-def _resolve(connection: sa.Connection, project_id: int, name: str, worse: Worse | None) -> OutcomeMetric:
-    metric = outcome_metric(name, worse)
-    if metric.kind == "mean" and _signal_is_binary(connection, project_id, metric.signal or ""):
-        metric = replace(metric, kind="proportion", label=f"{metric.signal} rate", min_effect=0.03)
-    return metric
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns // 10**9, UTC).isoformat()
-
-
-def outcome_series(
-    engine: sa.Engine,
-    project_id: int,
-    feature: str,
-    metric: str = "handled_rate",
-    *,
-    since: datetime,
-    until: datetime,
-    as_of: datetime | None = None,
-    bucket: Literal["hour", "day"] = "day",
-    slice: SliceFilter | None = None,
-    group_by: str | None = None,
-) -> dict[str, Any]:
-    """``metric`` per hour or day (UTC) of the traces started in ``[since, until)``, seen as of
-    ``as_of`` (default: now): ``{"metric", "bucket", "points": [{"start", "end", "n", "value"[, "group"]}]}``.
-    With ``group_by`` (a trace attribute, or release / model), one point per bucket and value."""
-    size = BUCKETS[bucket]
-    since_ns, until_ns = to_ns(since), to_ns(until)
-    as_of_ns = to_ns(as_of) if as_of is not None else max(until_ns, to_ns(datetime.now(UTC)))
-    with read_transaction(engine) as connection:
-        m = _resolve(connection, project_id, metric, None)
-        scope = _Scope(project_id, feature, slice or SliceFilter(), until_ns, as_of_ns, since_ns, group_by)
-        obs = _observations(m, scope)
-        quantiles: dict[tuple[str | None, int], float] = {}
-        if m.kind == "quantile":
-            assert m.quantile is not None
-            quantiles = _quantiles(connection, obs, m.quantile, size)
-        counts = _bucket_counts(connection, obs, size, 0)
-    points = []
-    first, last = since_ns // size, (until_ns - 1) // size
-    keys = sorted(counts) if group_by else [(None, i) for i in range(first, last + 1)]
-    for group, i in keys:
-        c = counts.get((group, i), Counts())
-        value = quantiles.get((group, i)) if m.kind == "quantile" else c.mean
-        point: dict[str, Any] = {
-            "start": _iso(i * size),
-            "end": _iso((i + 1) * size),
-            "n": c.n,
-            "value": value,
-        }
-        if group_by:
-            point["group"] = group
-        points.append(point)
-    return {"metric": m.to_dict(), "bucket": bucket, "group_by": group_by, "points": points}
-
+from prodloop.monitoring.outcome_metrics import BUCKETS, OutcomeCheck, OutcomeMetric
+from prodloop.monitoring.outcome_metrics import CusumSettings as CusumSettings
+from prodloop.monitoring.outcome_metrics import OutcomeArguments as OutcomeArguments
+from prodloop.monitoring.outcome_metrics import SliceFilter as SliceFilter
+from prodloop.monitoring.outcome_metrics import outcome_metric as outcome_metric
+from prodloop.monitoring.outcome_metrics import outcome_names as outcome_names
+from prodloop.monitoring.outcome_queries import (
+    _bucket_counts,
+    _iso,
+    _observations,
+    _quantiles,
+    _resolve,
+    _Scope,
+)
+from prodloop.monitoring.outcome_queries import outcome_series as outcome_series
+from prodloop.store import read_transaction
 
 # --------------------------------------------------------------------------------------------------
 # Evaluation: the window test, the CUSUM, the breakdown, findings
@@ -510,6 +125,10 @@ class _Plan:
     def index_at(self, ns: int) -> int:
         """The first bucket starting at or after ``ns``."""
         return -((self.phase - ns) // self.size)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _buckets(value: timedelta, size: int) -> int:
@@ -914,8 +533,3 @@ class _Evaluation:
             keyed += [((tier, (n + 0.5) / weight), trace_id) for n, trace_id in enumerate(ids)]
         chosen = [trace_id for _, trace_id in sorted(keyed)[:limit]]
         return chosen, {trace_id: strata[trace_id] for trace_id in chosen}
-
-
-def outcome_names() -> list[str]:
-    """The built-in outcome metrics (``signal:NAME`` and ``signal_rate:NAME`` work for any signal)."""
-    return sorted(BUILTIN_METRICS)
