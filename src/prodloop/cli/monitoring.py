@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from prodloop.cli.common import (
     DbOption,
@@ -104,15 +104,23 @@ def monitor_ls(
     if not monitors:
         err.print("no monitors yet; create one with `prodloop monitor create FILE`")
         return
-    table = Table("name", "feature", "checks", "schedule", "last run", "open alerts")
+    table = Table(
+        Column("name", no_wrap=True),
+        "feature",
+        Column("checks", ratio=1),
+        "every",
+        Column("last run", no_wrap=True),
+        Column("open", justify="right"),
+    )
     for m in monitors:
         last = m["last_run"]
+        checks = list(dict.fromkeys(c["type"] for c in m["definition"]["checks"]))
         table.add_row(
             escape(m["name"]),
             escape(m["feature"]),
-            escape(", ".join(c["type"] for c in m["definition"]["checks"])),
+            escape(", ".join(checks)),
             escape(m["definition"].get("schedule", "—")) + ("" if m["enabled"] else " (paused)"),
-            f"{_styled(last['status'])} {last['as_of']}" if last else "—",
+            f"{_styled(last['status'])} {last['as_of'][:10]}" if last else "—",
             str(m["open_alerts"]),
         )
     console.print(table)
@@ -260,17 +268,25 @@ def alert_ls(
     if not alerts:
         err.print("no alerts")
         return
-    table = Table("id", "status", "severity", "monitor", "title", "seen", "opened", "queue")
+    table = Table(
+        "id",
+        "status",
+        Column("monitor", no_wrap=True),
+        Column("opened", no_wrap=True),
+        Column("seen", justify="right"),
+        Column("title", ratio=1),
+    )
     for a in alerts:
+        title = f"[{'red' if a['severity'] == 'critical' else 'yellow'}]{escape(a['title'])}[/]"
+        if a["routed_items"]:
+            title += f" [dim](sent {a['routed_items']} items to a queue)[/]"
         table.add_row(
             str(a["id"]),
             _styled(a["status"]),
-            a["severity"],
             escape(a["monitor"] or ""),
-            escape(a["title"]),
+            (a["opened_at"] or "")[:10],
             str(a["occurrences"]),
-            a["opened_at"],
-            f"{a['routed_items']} items" if a["routed_items"] else "—",
+            title,
         )
     console.print(table)
 
