@@ -19,7 +19,7 @@ def verdict(alpha: float) -> str:
     return "tentative" if alpha >= TENTATIVE else "unreliable"
 
 
-def _base(height: int) -> dict[str, Any]:
+def base_spec(height: int) -> dict[str, Any]:
     return {
         "$schema": SCHEMA,
         "width": "container",
@@ -43,7 +43,7 @@ def throughput_spec(buckets: list[dict[str, Any]], bucket_seconds: int) -> dict[
     unit = "utcyearmonthdate" if bucket_seconds >= 86400 else "utcyearmonthdatehours"
     per = "day" if bucket_seconds >= 86400 else "hour"
     return {
-        **_base(160),
+        **base_spec(160),
         "description": f"labels per {per}",
         "data": {"values": [{"start": b["start"], "labels": b["labels"]} for b in buckets]},
         "mark": {"type": "bar", "color": "#2f6fdf", "tooltip": True},
@@ -81,7 +81,7 @@ def agreement_spec(fields: list[dict[str, Any]]) -> dict[str, Any] | None:
     low = min(min(r["low"] for r in rows), min(r["alpha"] for r in rows))
     x = {"type": "quantitative", "scale": {"domain": _alpha_domain(low)}}
     return {
-        **_base(max(28 * len(rows), 60)),
+        **base_spec(max(28 * len(rows), 60)),
         "description": "Krippendorff's alpha per field, with 95% confidence intervals",
         "data": {"values": rows},
         "encoding": {"y": {"field": "field", "type": "nominal", "title": None, "sort": None}},
@@ -119,7 +119,7 @@ def per_class_spec(fields: list[dict[str, Any]]) -> dict[str, Any] | None:
     for row in rows:
         row["verdict"] = verdict(row["alpha"])
     return {
-        **_base(max(22 * len(rows), 60)),
+        **base_spec(max(22 * len(rows), 60)),
         "description": "Krippendorff's alpha per class",
         "data": {"values": rows},
         "mark": {"type": "bar", "height": {"band": 0.7}, "tooltip": True},

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
+from prodloop.server.ui.charts import base_spec
 
 ACCENT = "#2f6fdf"
 BAD = "#b42318"
@@ -30,23 +30,12 @@ def epoch_ms(value: str | datetime) -> int:
 
 
 def _base(height: int, description: str) -> dict[str, Any]:
-    return {
-        "$schema": SCHEMA,
-        "description": description,
-        "width": "container",
-        "height": height,
-        "background": None,
-        "config": {
-            "view": {"stroke": None},
-            "axis": {
-                "labelFontSize": 11,
-                "titleFontSize": 11,
-                "titleColor": MUTED,
-                "gridColor": "#eef0f3",
-            },
-            "legend": {"labelFontSize": 11, "titleFontSize": 11, "orient": "bottom"},
-        },
-    }
+    """The queue dashboard's chart settings (:func:`prodloop.server.ui.charts.base_spec`), with the legend
+    below the chart."""
+    spec = base_spec(height)
+    spec["description"] = description
+    spec["config"]["legend"]["orient"] = "bottom"
+    return spec
 
 
 def day_ticks(span_ms: float, most: int = 8) -> dict[str, Any]:
