@@ -12,28 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import yaml
 
 from prodloop.annotation.schemas import LabelSchema, parse_schema_ref
-from prodloop.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
+from prodloop.documents import read_document_file
+from prodloop.errors import Conflict, NotFound, ValidationFailed
 from prodloop.store import read_transaction, run_write
 from prodloop.store.schema import label_schemas
 
 
 def read_schema_file(path: str | Path) -> dict[str, Any]:
     """The document in a YAML (or JSON, which is YAML) schema file."""
-    try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InvalidRequest(f"cannot read schema file {str(path)!r}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise InvalidRequest(f"schema file {str(path)!r} is not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise ValidationFailed(
-            f"schema file {str(path)!r} holds {type(document).__name__}; a label schema is a mapping "
-            "with name, fields and guidelines"
-        )
-    return document
+    return read_document_file(path, "schema", "a label schema is a mapping with name, fields and guidelines")
 
 
 def _row_schema(row: Any) -> LabelSchema:

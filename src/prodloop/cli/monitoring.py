@@ -306,6 +306,18 @@ def _who(by: str | None) -> str:
     return by or getpass.getuser()
 
 
+def _change_alert(
+    ctx: typer.Context, to: str, alert: int, note: str | None, by: str | None, project: str, db: str | None
+) -> None:
+    """Acknowledge or resolve ``alert`` and say who did."""
+    from prodloop.monitoring import acknowledge_alert, resolve_alert
+
+    change = acknowledge_alert if to == "acknowledged" else resolve_alert
+    engine = open_store_for_command(ctx, db)
+    a = change(engine, project_of(engine, project), alert, _who(by), note)
+    console.print(f"alert {a['id']} {_styled(a['status'])} by {escape(a[f'{to}_by'])}")
+
+
 ByOption = Annotated[str | None, typer.Option("--by", help="Who (default: your user name).")]
 NoteOption = Annotated[str | None, typer.Option("--note", help="Why, for the alert's history.")]
 
@@ -320,11 +332,7 @@ def alert_ack(
     db: DbOption = None,
 ) -> None:
     """Acknowledge an alert: someone is on it."""
-    from prodloop.monitoring import acknowledge_alert
-
-    engine = open_store_for_command(ctx, db)
-    a = acknowledge_alert(engine, project_of(engine, project), alert, _who(by), note)
-    console.print(f"alert {a['id']} {_styled(a['status'])} by {escape(a['acknowledged_by'])}")
+    _change_alert(ctx, "acknowledged", alert, note, by, project, db)
 
 
 @alert_app.command("resolve")
@@ -337,11 +345,7 @@ def alert_resolve(
     db: DbOption = None,
 ) -> None:
     """Resolve an alert; if its problem is found again, a new alert opens."""
-    from prodloop.monitoring import resolve_alert
-
-    engine = open_store_for_command(ctx, db)
-    a = resolve_alert(engine, project_of(engine, project), alert, _who(by), note)
-    console.print(f"alert {a['id']} {_styled(a['status'])} by {escape(a['resolved_by'])}")
+    _change_alert(ctx, "resolved", alert, note, by, project, db)
 
 
 @alert_app.command("route")

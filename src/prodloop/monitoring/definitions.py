@@ -27,10 +27,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from prodloop.errors import InvalidRequest, ValidationFailed
+from prodloop.documents import read_document_file
+from prodloop.errors import ValidationFailed
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -183,18 +183,7 @@ def parse_definition(document: Any) -> MonitorDefinition:
 
 def read_definition_file(path: str | Path) -> dict[str, Any]:
     """The document in a YAML (or JSON) monitor file."""
-    try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InvalidRequest(f"cannot read monitor file {str(path)!r}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise InvalidRequest(f"monitor file {str(path)!r} is not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise ValidationFailed(
-            f"monitor file {str(path)!r} holds {type(document).__name__}; a monitor is a mapping with "
-            "name, feature and checks"
-        )
-    return document
+    return read_document_file(path, "monitor", "a monitor is a mapping with name, feature and checks")
 
 
 def windows(definition: MonitorDefinition, as_of: datetime) -> dict[str, Any]:

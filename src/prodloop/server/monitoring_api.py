@@ -7,6 +7,7 @@ needs ``admin``; acknowledging, resolving and routing alerts needs ``review``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -177,24 +178,24 @@ async def _note(request: Request) -> str | None:
     return parse_json_model(body, AlertNote).note if body.strip() else None
 
 
-@router.post("/alerts/{alert_id}/acknowledge", summary="Say someone is on it")
-async def post_acknowledge(request: Request, principal: Reviewer, alert_id: int) -> dict[str, Any]:
+async def _change_alert(
+    request: Request, principal: Principal, alert_id: int, change: Callable[..., dict[str, Any]]
+) -> dict[str, Any]:
+    """Acknowledge or resolve an alert (``change``) as the caller's key, with the body's note."""
     note = await _note(request)
     engine = engine_of(request)
     who = await run_in_threadpool(key_label, engine, principal.key_id)
-    return await run_in_threadpool(
-        monitoring.acknowledge_alert, engine, principal.project_id, alert_id, who, note
-    )
+    return await run_in_threadpool(change, engine, principal.project_id, alert_id, who, note)
+
+
+@router.post("/alerts/{alert_id}/acknowledge", summary="Say someone is on it")
+async def post_acknowledge(request: Request, principal: Reviewer, alert_id: int) -> dict[str, Any]:
+    return await _change_alert(request, principal, alert_id, monitoring.acknowledge_alert)
 
 
 @router.post("/alerts/{alert_id}/resolve", summary="Close the alert")
 async def post_resolve(request: Request, principal: Reviewer, alert_id: int) -> dict[str, Any]:
-    note = await _note(request)
-    engine = engine_of(request)
-    who = await run_in_threadpool(key_label, engine, principal.key_id)
-    return await run_in_threadpool(
-        monitoring.resolve_alert, engine, principal.project_id, alert_id, who, note
-    )
+    return await _change_alert(request, principal, alert_id, monitoring.resolve_alert)
 
 
 @router.post("/alerts/{alert_id}/route", summary="Send a stratified sample of the alert's slice to a queue")
